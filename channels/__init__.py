@@ -1,0 +1,1 @@
+"""Channel adapters: one module and one class per channel, the contract in `channels.base`."""

@@ -1,0 +1,286 @@
+"""The `syndicator` command: parse, call the core, present.
+
+Exit codes (a contract scripts rely on): 0 success / all delivered, 1 some deliveries failed,
+2 bad input (nothing stored), 3 timed out waiting.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from syndicator.config import CONFIG_ENV, Config, ConfigError, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+#: How often `--wait` looks at the deliveries.
+WAIT_POLL_SECONDS = 0.2
+
+
+def _actor() -> str:
+    """Who is acting: SYNDICATOR_ACTOR, else the login name (谁发布谁负责: every step has an owner)."""
+    return os.environ.get("SYNDICATOR_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class Ctx:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._runtime = None
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def runtime(self):
+        if self._runtime is None:
+            from syndicator.runtime import Runtime
+            from syndicator.store import StoreError
+
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                _fail(str(exc))
+            if self.config_path:
+                os.environ[CONFIG_ENV] = str(Path(self.config_path).resolve())
+            self._runtime = Runtime(config)
+            try:
+                self._runtime.store.migrate()
+            except StoreError as exc:
+                _fail(str(exc))
+        return self._runtime
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar=CONFIG_ENV, type=click.Path(dir_okay=False),
+              help="config.yaml to use (default: $SYNDICATOR_CONFIG or ./config.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Publish an approved article once; deliver it to every channel; track each delivery."""
+    from syndicator.logs import setup_logging
+
+    setup_logging(logging.DEBUG if verbose else logging.WARNING)
+    ctx.obj = Ctx(config_path)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.option("--wait", "wait", type=float, default=None, metavar="SECONDS",
+              help="Block until every delivery is terminal (exit 3 if SECONDS pass first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the article and its deliveries as JSON.")
+@pass_ctx
+def publish(obj: Ctx, file: str, wait: float | None, as_json: bool) -> None:
+    """Publish FILE (Markdown with YAML front matter) to every enabled channel."""
+    from syndicator.articles import BadInput, read_article
+    from syndicator.publishing import publish as do_publish
+
+    rt = obj.runtime
+    try:
+        draft = read_article(file, max_image_bytes=rt.config.limits.max_image_bytes,
+                             max_body_chars=rt.config.limits.max_body_chars, timezone=rt.config.site.timezone)
+        result = do_publish(rt.store, rt.config, draft, actor=_actor(), enqueuer=rt.enqueuer)
+    except BadInput as exc:
+        _fail("\n".join(exc.problems) if len(exc.problems) > 1 else exc.problems[0])
+    if not result.created:
+        click.echo(f"article {result.article_id} ({result.slug}) is already published with this content; "
+                   "nothing new was created", err=True)
+    if result.not_enqueued:
+        click.echo(f"warning: the broker is unreachable; {len(result.not_enqueued)} deliveries are recorded "
+                   "and will be sent when it is back", err=True)
+    code = _await(obj, result.article_id, wait) if wait is not None else EXIT_OK
+    _show(obj, str(result.article_id), as_json, plain_id=not as_json)
+    sys.exit(code)
+
+
+def _await(obj: Ctx, article_id: int, seconds: float) -> int:
+    from syndicator.states import TERMINAL
+
+    deadline = time.monotonic() + seconds
+    while True:
+        data = _status(obj, str(article_id))
+        states = [d["state"] for d in data["deliveries"]]
+        if all(s in TERMINAL for s in states):
+            return EXIT_OK if all(s == "delivered" for s in states) else EXIT_FAILED
+        if time.monotonic() >= deadline:
+            click.echo(f"timed out after {seconds:g}s; not yet terminal: "
+                       + ", ".join(f"{d['channel']}={d['state']}" for d in data["deliveries"]
+                                   if d["state"] not in TERMINAL), err=True)
+            return EXIT_TIMEOUT
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def _status(obj: Ctx, id_or_slug: str) -> dict[str, Any]:
+    from syndicator.views import NotFoundError, article_status, find_article
+
+    with obj.runtime.store.read() as session:
+        try:
+            return article_status(session, find_article(session, id_or_slug))
+        except NotFoundError as exc:
+            _fail(str(exc))
+
+
+def _show(obj: Ctx, id_or_slug: str, as_json: bool, plain_id: bool = False) -> None:
+    data = _status(obj, id_or_slug)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    if plain_id:
+        click.echo(data["article"]["id"])
+        return
+    a = data["article"]
+    click.echo(f"article {a['id']} {a['slug']} «{a['title']}» revision {a['revision']} ({a['status']})")
+    _table(data["deliveries"])
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("(no deliveries)")
+        return
+    for d in rows:
+        where = d["remote_url"] or ""
+        err = f"  ! {d['error']}" if d["error"] else ""
+        click.echo(f"  #{d['id']:<6} {d['channel']:<16} {d['operation']:<8} r{d['revision']:<3} "
+                   f"{d['state']:<10} tries={d['attempts']:<2} {where}{err}")
+
+
+@cli.command()
+@click.argument("id_or_slug")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(obj: Ctx, id_or_slug: str, as_json: bool) -> None:
+    """Show an article and the state of each of its deliveries."""
+    _show(obj, id_or_slug, as_json)
+
+
+@cli.command()
+@click.option("--state", type=click.Choice([s for s in (
+    "queued", "sending", "retry_wait", "delivered", "failed", "unknown", "cancelled")]))
+@click.option("--channel", help="Only this channel instance.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def deliveries(obj: Ctx, state: str | None, channel: str | None, limit: int, as_json: bool) -> None:
+    """List deliveries, newest first."""
+    from syndicator.views import list_deliveries
+
+    _check_channel(obj, channel)
+    with obj.runtime.store.read() as session:
+        rows = list_deliveries(session, state=state, channel=channel, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"deliveries": rows}, ensure_ascii=False, indent=2))
+    else:
+        _table(rows)
+
+
+def _check_channel(obj: Ctx, channel: str | None) -> None:
+    if channel and channel not in obj.config.channels:
+        _fail(f"--channel: unknown channel {channel!r} (configured: {', '.join(obj.config.channels)})")
+
+
+@cli.command()
+@click.argument("id_or_slug")
+@click.option("--channel", help="Only this channel instance.")
+@pass_ctx
+def retry(obj: Ctx, id_or_slug: str, channel: str | None) -> None:
+    """Re-queue an article's failed or stuck deliveries (delivered ones are never resent)."""
+    from syndicator.operations import retry as do_retry
+    from syndicator.views import NotFoundError
+
+    _check_channel(obj, channel)
+    try:
+        ids = do_retry(obj.runtime, id_or_slug, channel=channel, actor=_actor())
+    except NotFoundError as exc:
+        _fail(str(exc))
+    click.echo(f"re-queued {len(ids)} deliveries" + (f": {', '.join(map(str, ids))}" if ids else
+                                                     " (nothing failed or stuck)"))
+
+
+@cli.command()
+@click.option("--demo/--no-demo", default=False,
+              help="Publish the sample articles in examples/articles/ once the workers are up.")
+@click.option("--no-web", is_flag=True, help="Do not serve the public files and web app.")
+@pass_ctx
+def run(obj: Ctx, demo: bool, no_web: bool) -> None:
+    """Run everything: database, Celery worker and beat, and the web server. Ctrl-C stops."""
+    from syndicator.runner import run as do_run
+
+    sys.exit(do_run(obj.runtime, obj.config_path, demo=demo, web=not no_web, actor=_actor()))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def worker(obj: Ctx, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker on every enabled channel's queue (extra args go to Celery)."""
+    from syndicator.runner import worker_argv
+
+    os.environ.setdefault(CONFIG_ENV, str(Path(obj.config.source).resolve()))
+    from workers import app
+
+    app.worker_main(worker_argv(obj.config) + list(celery_args))
+
+
+@cli.command()
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def beat(obj: Ctx, celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat (the sweeper's clock)."""
+    os.environ.setdefault(CONFIG_ENV, str(Path(obj.config.source).resolve()))
+    from workers import app
+
+    schedule = obj.config.var_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *celery_args])
+
+
+@cli.group()
+def config() -> None:
+    """Configuration commands."""
+
+
+@config.command("check")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.pass_obj
+def config_check(obj: Ctx, config_path: str | None) -> None:
+    """Validate config.yaml and print the channels it defines."""
+    try:
+        cfg = load_config(config_path or obj.config_path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(f"{cfg.source}: ok — {len(cfg.enabled_channels())} enabled channels: "
+               + ", ".join(f"{n} ({c.type})" for n, c in cfg.enabled_channels().items()))
+
+
+@cli.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(obj: Ctx) -> None:
+    """Apply database migrations (also done automatically by every command)."""
+    click.echo(f"database at migration {obj.runtime.store.current_revision()}")
+
+
+def main() -> None:
+    cli(prog_name="syndicator")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""config.yaml: parsed once into typed, validated, frozen objects.
+
+Secrets are written as ``${ENV_VAR}`` references and resolved from the environment at load time;
+they are held as ``SecretStr`` so that ``repr``, logs and pages never show them. Every error names
+the file, the key path and what was expected.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: Environment variable naming the config file when no path is given.
+CONFIG_ENV = "SYNDICATOR_CONFIG"
+#: `${NAME}` references inside string values.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """config.yaml is unreadable or invalid; the message names file, key path and expectation."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeliverySettings(_Frozen):
+    #: How long a claimed delivery may stay in `sending` before the sweeper treats the worker as lost.
+    lease_seconds: float = Field(120, gt=0)
+    #: How often beat runs the sweeper.
+    sweep_interval: float = Field(5, gt=0)
+    #: A queued delivery whose message was sent this long ago without being claimed is re-sent.
+    requeue_after: float = Field(30, gt=0)
+    #: Retry delays up to this many seconds ride on a Celery countdown; longer ones wait in the database.
+    max_countdown: float = Field(60, ge=0)
+    #: Attempts before a transient error becomes a permanent failure.
+    max_attempts: int = Field(8, ge=1)
+    #: Exponential backoff: factor * 2**attempt seconds, capped, with full jitter.
+    backoff_factor: float = Field(2, gt=0)
+    backoff_max: float = Field(3600, gt=0)
+    jitter: bool = True
+
+
+class WorkerSettings(_Frozen):
+    pool: Literal["threads", "prefork", "solo"] = "threads"
+    concurrency: int = Field(8, ge=1, le=512)
+    #: Redis transport visibility timeout; countdowns must stay well below it.
+    visibility_timeout: int = Field(3600, ge=10)
+
+
+class ServeSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=0, le=65535)
+
+
+class SiteSettings(_Frozen):
+    #: Public URL where `paths.public` is served; None means readers get file:// URLs.
+    base_url: str | None = None
+    name: str = "syndicator"
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/") + "/"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception as exc:  # zoneinfo raises several types
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class LimitSettings(_Frozen):
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_body_chars: int = Field(200_000, gt=0)
+
+
+class ChannelConfig(_Frozen):
+    """One named channel instance; `settings` is validated by the channel type's own model."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    type: str
+    enabled: bool = True
+
+
+class Config(_Frozen):
+    database_url: str = "sqlite:///var/syndicator.db"
+    broker_url: str = "sqla+sqlite:///var/broker.db"
+    paths: dict[str, str] = Field(default_factory=lambda: {"var": "var", "public": "var/public"})
+    site: SiteSettings = SiteSettings()
+    serve: ServeSettings = ServeSettings()
+    worker: WorkerSettings = WorkerSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    limits: LimitSettings = LimitSettings()
+    channels: dict[str, ChannelConfig]
+    #: Directory of the config file; relative paths and sqlite URLs resolve against it.
+    base_dir: Path = Path(".")
+    source: str = "<defaults>"
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, v: dict[str, ChannelConfig]) -> dict[str, ChannelConfig]:
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+                raise ValueError(
+                    f"channel name {name!r} must be lowercase letters, digits and _ (start with a letter)"
+                )
+        if not v:
+            raise ValueError("at least one channel is required")
+        return v
+
+    def path(self, key: str) -> Path:
+        """An absolute path from `paths` (relative entries resolve against the config file)."""
+        p = Path(self.paths[key])
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def var_dir(self) -> Path:
+        return self.path("var")
+
+    @property
+    def public_dir(self) -> Path:
+        return self.path("public")
+
+    @property
+    def templates_dir(self) -> Path:
+        if "templates" in self.paths:
+            return self.path("templates")
+        return Path(__file__).resolve().parent.parent / "templates"
+
+    def resolved_url(self, url: str) -> str:
+        """Make `sqlite:///relative.db` (and the sqla+sqlite broker form) absolute."""
+        for prefix in ("sqlite:///", "sqla+sqlite:///"):
+            if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+                return prefix + str((self.base_dir / url[len(prefix):]).resolve())
+        return url
+
+    @property
+    def db_url(self) -> str:
+        return self.resolved_url(self.database_url)
+
+    @property
+    def broker(self) -> str:
+        return self.resolved_url(self.broker_url)
+
+    def enabled_channels(self) -> dict[str, ChannelConfig]:
+        return {n: c for n, c in self.channels.items() if c.enabled}
+
+
+def _expand_env(node: Any, path: str, errors: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", errors) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in os.environ:
+                errors.append(f"{path}: environment variable {m.group(1)} is not set")
+                return ""
+            return os.environ[m.group(1)]
+
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        where = _loc(tuple(err["loc"]))
+        where = f"{prefix}.{where}" if prefix and where != "(top level)" else (prefix or where)
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        msg = err["msg"].replace("Value error, ", "")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source + ': ' if source else ''}{where}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, expand and validate a config file. Raises ConfigError with every problem found."""
+    path = Path(path or os.environ.get(CONFIG_ENV) or "config.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    errors: list[str] = []
+    raw = _expand_env(raw, "", errors)
+    if errors:
+        raise ConfigError("\n".join(f"{path}: {e}" for e in errors))
+    raw["base_dir"] = path.resolve().parent
+    raw["source"] = str(path)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    # Channel settings are checked by each type's own model, so errors name the instance.
+    from channels.registry import validate_channel_settings
+
+    problems = validate_channel_settings(config)
+    if problems:
+        raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
+    return config

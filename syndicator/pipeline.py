@@ -1,0 +1,195 @@
+"""One delivery attempt, and the sweeper that makes sure nothing is ever left behind.
+
+An attempt claims the delivery (queued/retry_wait → sending, compare-and-set with a lease),
+renders and stores the rendition once, calls the adapter, and settles the outcome through
+`states.transition`. The sweeper (run by beat) turns expired leases — a worker that died
+mid-attempt — into a reconciling retry or an operator stop, and re-sends broker messages for
+every due delivery whose last message is stale (lost by a crash or a broker restart).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from celery.utils.time import get_exponential_backoff_interval
+from sqlalchemy import and_, or_, select, update
+
+from channels.base import Attempt, Rendition, RenderContext
+from channels.errors import DeliveryError, OutcomeUnknown, PermanentError, RateLimited, TransientError
+from channels.registry import ChannelUnavailable, load_type
+from syndicator import faults, states
+from syndicator.models import Delivery
+from syndicator.runtime import Runtime
+from syndicator.snapshot import StoreMedia, build_snapshot
+from syndicator.states import CLAIMABLE, Conflict, DeliveryState as S
+
+log = logging.getLogger(__name__)
+
+#: Most deliveries the sweeper re-sends per run (the rest wait for the next run).
+SWEEP_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    article_id: int
+    channel: str
+    channel_type: str
+    operation: str
+    revision_id: int
+    rendition: str | None
+    remote_id: str | None
+    reconcile: bool
+    attempts: int
+
+
+def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
+    """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in."""
+    now = rt.clock()
+    lease = now + timedelta(seconds=rt.config.delivery.lease_seconds)
+    try:
+        claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease))
+    except Conflict:
+        return "skipped"
+    log.info("delivery claimed", extra={"delivery_id": delivery_id, "channel": claim.channel,
+                                        "article_id": claim.article_id, "attempt": claim.attempts})
+    try:
+        channel = rt.channel(claim.channel)
+    except (ChannelUnavailable, KeyError) as exc:
+        return _settle(rt, claim, S.FAILED, f"channel unavailable: {exc}")
+
+    text = claim.rendition
+    if text is None:
+        try:
+            with rt.store.read() as session:
+                snapshot = build_snapshot(session, claim.revision_id)
+            rendition = channel.render(snapshot, RenderContext(now=now, ports=rt.ports))
+        except Exception as exc:  # a render bug or a content problem: never retried blindly
+            log.exception("render failed", extra={"delivery_id": delivery_id})
+            return _settle(rt, claim, S.FAILED, f"render failed: {exc}")
+        text = rendition.to_json()
+        rt.store.run_write(lambda s: s.execute(
+            update(Delivery).where(Delivery.id == delivery_id, Delivery.rendition.is_(None)).values(rendition=text)))
+    rendition = Rendition.from_json(text)
+
+    job = Attempt(delivery_id=delivery_id, number=claim.attempts, reconcile=claim.reconcile,
+                  remote_id=claim.remote_id or _remote_id(rt, claim), media=StoreMedia(rt.store))
+    operation = {"publish": channel.deliver, "update": channel.update, "retract": channel.retract}[claim.operation]
+    faults.checkpoint("before_deliver")
+    try:
+        receipt = operation(rendition, job)
+    except DeliveryError as exc:
+        return _failed_attempt(rt, claim, exc, channel.reconcilable)
+    except Exception as exc:  # an adapter bug: it may have done something, so treat as unknown
+        log.exception("adapter raised an unclassified error", extra={"delivery_id": delivery_id})
+        return _failed_attempt(rt, claim, OutcomeUnknown(f"unexpected {type(exc).__name__}: {exc}"),
+                               channel.reconcilable)
+    faults.checkpoint("after_deliver")
+    return _settle(rt, claim, S.DELIVERED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url)
+
+
+def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime) -> Claim:
+    states.transition(session, delivery_id, S.SENDING, actor=actor, expect=CLAIMABLE, due_by=now, now=now,
+                      lease_expires_at=lease)
+    d = session.get(Delivery, delivery_id)
+    return Claim(d.id, d.article_id, d.channel, d.channel_type, d.operation, d.revision_id, d.rendition,
+                 d.remote_id, d.reconcile, d.attempts)
+
+
+def _remote_id(rt: Runtime, claim: Claim) -> str | None:
+    """For update/retract: the id the channel gave this article when it was last delivered."""
+    with rt.store.read() as session:
+        return session.scalar(
+            select(Delivery.remote_id).where(
+                Delivery.article_id == claim.article_id, Delivery.channel == claim.channel,
+                Delivery.state == S.DELIVERED.value, Delivery.remote_id.is_not(None),
+                Delivery.operation != "retract").order_by(Delivery.id.desc()).limit(1))
+
+
+def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable: bool) -> str:
+    policy = rt.config.delivery
+    now = rt.clock()
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PermanentError):
+        return _settle(rt, claim, S.FAILED, reason)
+    if isinstance(exc, OutcomeUnknown) and not reconcilable:
+        return _settle(rt, claim, S.UNKNOWN, f"{reason} — check the channel, then retry or mark resolved")
+    if claim.attempts >= policy.max_attempts:
+        return _settle(rt, claim, S.FAILED, f"gave up after {claim.attempts} attempts; last error {reason}")
+    if isinstance(exc, RateLimited):
+        delay = max(exc.retry_after, 0.0)
+    else:
+        delay = float(get_exponential_backoff_interval(policy.backoff_factor, claim.attempts - 1,
+                                                       policy.backoff_max, policy.jitter))
+    due = now + timedelta(seconds=delay)
+    short = delay <= policy.max_countdown
+    state = _settle(rt, claim, S.RETRY_WAIT, f"{reason}; retry in {delay:.0f}s", next_attempt_at=due,
+                    reconcile=isinstance(exc, OutcomeUnknown), enqueued_at=due if short else None)
+    if short and state == S.RETRY_WAIT:
+        failed = rt.enqueuer.enqueue([(claim.id, claim.channel)], countdown=delay)
+        rt.enqueuer.forget(failed)
+    return state
+
+
+def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, **fields) -> str:
+    if error is not None:
+        fields["last_error"] = error
+    try:
+        rt.store.run_write(lambda s: states.transition(s, claim.id, to, actor="worker", expect={S.SENDING},
+                                                       detail=error, now=rt.clock(), **fields))
+    except Conflict as exc:
+        log.warning("delivery moved while we held it (lease expired?)", extra={"delivery_id": claim.id,
+                                                                               "error": str(exc)})
+        return "lost"
+    log.info("delivery settled", extra={"delivery_id": claim.id, "channel": claim.channel,
+                                        "article_id": claim.article_id, "state": to.value, "error": error})
+    return to.value
+
+
+def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
+    """Recover lost attempts and re-send stale messages. Safe to run concurrently (two beats)."""
+    now = rt.clock()
+    policy = rt.config.delivery
+    recovered = 0
+    with rt.store.read() as session:
+        expired = session.execute(select(Delivery.id, Delivery.channel_type, Delivery.attempts).where(
+            Delivery.state == S.SENDING.value, Delivery.lease_expires_at < now)).all()
+    for row in expired:
+        try:
+            reconcilable = load_type(row.channel_type).reconcilable
+        except ChannelUnavailable:
+            reconcilable = False
+        why = f"worker lost during attempt {row.attempts} (lease expired)"
+        try:
+            if reconcilable:
+                rt.store.run_write(lambda s: states.transition(
+                    s, row.id, S.RETRY_WAIT, actor=actor, expect={S.SENDING}, now=now,
+                    detail=why + "; the next attempt reconciles", last_error=why, reconcile=True,
+                    next_attempt_at=now, enqueued_at=None))
+            else:
+                rt.store.run_write(lambda s: states.transition(
+                    s, row.id, S.UNKNOWN, actor=actor, expect={S.SENDING}, now=now,
+                    detail=why + "; the channel cannot be reconciled automatically", last_error=why))
+            recovered += 1
+        except Conflict:
+            continue
+
+    cutoff = now - timedelta(seconds=policy.requeue_after)
+    stale = and_(Delivery.state.in_([s.value for s in CLAIMABLE]),
+                 or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                 or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < cutoff))
+
+    def mark(session) -> list[tuple[int, str]]:
+        ids = session.scalars(select(Delivery.id).where(stale).order_by(Delivery.id).limit(SWEEP_BATCH)).all()
+        if not ids:
+            return []
+        rows = session.execute(update(Delivery).where(Delivery.id.in_(ids), stale).values(enqueued_at=now)
+                               .returning(Delivery.id, Delivery.channel)).all()
+        return [(r.id, r.channel) for r in rows]
+
+    due = rt.store.run_write(mark)
+    if due:
+        rt.enqueuer.forget(rt.enqueuer.enqueue(due))
+        log.info("sweeper re-sent deliveries", extra={"count": len(due)})
+    return {"recovered": recovered, "enqueued": len(due)}

@@ -1,0 +1,166 @@
+"""Every state a delivery can be in, how it may move, and the one function that moves it.
+
+    queued ──claim──▶ sending ──▶ delivered
+      ▲  │              │ ├────▶ retry_wait ──claim (when due)──▶ sending
+      │  │              │ ├────▶ failed      (permanent error, with the reason)
+      │  ▼              │ └────▶ unknown     (outcome unknown: an operator decides)
+    cancelled ◀─────────┘ (never from sending: an attempt in flight finishes first)
+
+Operators move failed / unknown / retry_wait back to queued (retry) and unknown to delivered
+("mark resolved") or cancelled. `transition` checks the move against `TRANSITIONS`, writes it with
+a compare-and-set on the current state (which doubles as the claim that stops two workers from
+sending the same delivery), stamps times and attempts and appends an event, all in the caller's
+transaction. Nothing else writes `deliveries.state`.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from syndicator.models import Delivery, Event, utcnow
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRY_WAIT = "retry_wait"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+
+
+S = DeliveryState
+
+#: Allowed moves, each with the reason it exists.
+TRANSITIONS: dict[tuple[DeliveryState, DeliveryState], str] = {
+    (S.QUEUED, S.SENDING): "a worker claimed the delivery",
+    (S.QUEUED, S.CANCELLED): "withdrawn before it was sent",
+    (S.RETRY_WAIT, S.SENDING): "a worker claimed the delivery for another attempt",
+    (S.RETRY_WAIT, S.QUEUED): "an operator asked to retry now",
+    (S.RETRY_WAIT, S.CANCELLED): "withdrawn while waiting to retry",
+    (S.SENDING, S.DELIVERED): "the channel confirmed it",
+    (S.SENDING, S.RETRY_WAIT): "a transient error, or the worker was lost; retry later",
+    (S.SENDING, S.FAILED): "a permanent error, or attempts exhausted",
+    (S.SENDING, S.UNKNOWN): "the outcome cannot be known or reconciled automatically",
+    (S.FAILED, S.QUEUED): "an operator asked to retry",
+    (S.FAILED, S.CANCELLED): "an operator gave up on it",
+    (S.UNKNOWN, S.QUEUED): "an operator asked to retry (the attempt reconciles first)",
+    (S.UNKNOWN, S.DELIVERED): "an operator confirmed it arrived",
+    (S.UNKNOWN, S.FAILED): "an operator confirmed it did not arrive",
+    (S.UNKNOWN, S.CANCELLED): "an operator gave up on it",
+}
+
+#: States in which nothing more happens without an operator.
+TERMINAL = frozenset({S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED})
+#: States in which a worker may claim the delivery.
+CLAIMABLE = frozenset({S.QUEUED, S.RETRY_WAIT})
+#: States an operator's "retry" applies to.
+RETRYABLE = frozenset({S.FAILED, S.UNKNOWN, S.RETRY_WAIT})
+
+#: Columns a transition may set besides the state itself.
+_FIELDS = {"remote_id", "remote_url", "last_error", "next_attempt_at", "lease_expires_at", "reconcile",
+           "enqueued_at"}
+
+
+class IllegalTransition(Exception):
+    """The move is not in TRANSITIONS."""
+
+
+class Conflict(Exception):
+    """The delivery was not in an expected state (someone else moved it first)."""
+
+
+def transition(
+    session: Session,
+    delivery_id: int,
+    to: DeliveryState,
+    *,
+    actor: str,
+    expect: frozenset[DeliveryState] | set[DeliveryState] | None = None,
+    detail: str | dict[str, Any] | None = None,
+    due_by: datetime | None = None,
+    now: datetime | None = None,
+    **fields: Any,
+) -> DeliveryState:
+    """Move one delivery to `to` and log it; return the state it came from.
+
+    `expect` limits the states the caller is prepared to move from (default: any allowed one).
+    `due_by` additionally requires `next_attempt_at` to be empty or not after it (for claims).
+    Raises Conflict if the delivery is not in such a state, IllegalTransition for a move the
+    table forbids.
+    """
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise TypeError(f"transition cannot set {sorted(unknown)}")
+    now = now or utcnow()
+    row = session.execute(
+        select(Delivery.state, Delivery.attempts, Delivery.article_id).where(Delivery.id == delivery_id)
+    ).one_or_none()
+    if row is None:
+        raise Conflict(f"delivery {delivery_id} does not exist")
+    current = DeliveryState(row.state)
+    if expect is not None and current not in expect:
+        raise Conflict(f"delivery {delivery_id} is {current}, expected one of {sorted(expect)}")
+    if (current, to) not in TRANSITIONS:
+        raise IllegalTransition(f"delivery {delivery_id}: {current} → {to} is not allowed")
+
+    values: dict[str, Any] = {"state": to.value, "updated_at": now}
+    attempts = row.attempts
+    if to is S.SENDING:
+        attempts += 1
+        values["attempts"] = attempts
+    else:
+        values["lease_expires_at"] = None
+    if to is S.DELIVERED:
+        values["delivered_at"] = now
+        values["last_error"] = None
+        values["reconcile"] = False
+    if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING):
+        values["next_attempt_at"] = None
+    values.update(fields)
+
+    conditions = [Delivery.id == delivery_id, Delivery.state == current.value]
+    if due_by is not None:
+        conditions.append(or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= due_by))
+    result = session.execute(update(Delivery).where(and_(*conditions)).values(**values))
+    if result.rowcount != 1:
+        raise Conflict(f"delivery {delivery_id} changed under us (was {current}) or is not due")
+    session.add(Event(
+        at=now, actor=actor, kind="transition", article_id=row.article_id, delivery_id=delivery_id,
+        from_state=current.value, to_state=to.value, attempt=attempts,
+        detail=_text(detail),
+    ))
+    return current
+
+
+def record(session: Session, kind: str, *, actor: str, article_id: int | None = None,
+           delivery_id: int | None = None, detail: str | dict[str, Any] | None = None,
+           now: datetime | None = None) -> None:
+    """Append a non-transition event (publish, correct, retract, enqueue …) to the log."""
+    session.add(Event(at=now or utcnow(), actor=actor, kind=kind, article_id=article_id,
+                      delivery_id=delivery_id, detail=_text(detail)))
+
+
+def _text(detail: str | dict[str, Any] | None) -> str | None:
+    if detail is None or isinstance(detail, str):
+        return detail
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def plan(session: Session, *, actor: str, now: datetime | None = None, detail: str | None = None,
+         **columns: Any) -> Delivery:
+    """Create a delivery in `queued` (the only way a delivery comes to exist) and log it."""
+    now = now or utcnow()
+    delivery = Delivery(state=S.QUEUED.value, attempts=0, created_at=now, updated_at=now, **columns)
+    session.add(delivery)
+    session.flush()
+    session.add(Event(at=now, actor=actor, kind="transition", article_id=delivery.article_id,
+                      delivery_id=delivery.id, from_state=None, to_state=S.QUEUED.value, attempt=0,
+                      detail=detail))
+    return delivery

@@ -1,0 +1,67 @@
+"""Read-only queries that present articles and deliveries (the CLI and API JSON shapes)."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from syndicator.models import Article, Delivery, Event, Revision
+
+
+class NotFoundError(LookupError):
+    """No article matches the id or slug given."""
+
+
+def find_article(session: Session, id_or_slug: str) -> Article:
+    article = None
+    if id_or_slug.isdigit():
+        article = session.get(Article, int(id_or_slug))
+    if article is None:
+        article = session.scalar(select(Article).where(Article.slug == id_or_slug))
+    if article is None:
+        raise NotFoundError(f"no article with id or slug {id_or_slug!r}")
+    return article
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id, "channel": d.channel, "type": d.channel_type, "operation": d.operation,
+        "revision": d.revision, "state": d.state, "attempts": d.attempts, "remote_id": d.remote_id,
+        "remote_url": d.remote_url, "error": d.last_error,
+        "updated_at": d.updated_at.isoformat() if d.updated_at else None,
+        "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+    }
+
+
+def article_status(session: Session, article: Article) -> dict[str, Any]:
+    """`{"article": {...}, "deliveries": [...]}` — the contract of `status --json`."""
+    title = session.scalar(select(Revision.title).where(Revision.article_id == article.id,
+                                                        Revision.number == article.current_revision))
+    deliveries = session.scalars(select(Delivery).where(Delivery.article_id == article.id)
+                                 .order_by(Delivery.id)).all()
+    return {
+        "article": {"id": article.id, "slug": article.slug, "title": title,
+                    "revision": article.current_revision, "status": article.status},
+        "deliveries": [delivery_json(d) for d in deliveries],
+    }
+
+
+def list_deliveries(session: Session, *, state: str | None = None, channel: str | None = None,
+                    limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+    """Newest first, keyset-paginated by id so it stays fast on millions of rows."""
+    q = select(Delivery, Article.slug).join(Article, Article.id == Delivery.article_id)
+    if state:
+        q = q.where(Delivery.state == state)
+    if channel:
+        q = q.where(Delivery.channel == channel)
+    if before_id:
+        q = q.where(Delivery.id < before_id)
+    rows = session.execute(q.order_by(Delivery.id.desc()).limit(limit)).all()
+    return [{**delivery_json(d), "article_id": d.article_id, "slug": slug} for d, slug in rows]
+
+
+def timeline(session: Session, delivery_id: int) -> list[dict[str, Any]]:
+    events = session.scalars(select(Event).where(Event.delivery_id == delivery_id).order_by(Event.id)).all()
+    return [{"at": e.at.isoformat(), "actor": e.actor, "from": e.from_state, "to": e.to_state,
+             "attempt": e.attempt, "detail": e.detail} for e in events]
