@@ -114,7 +114,8 @@ class MicrositeChannel(Channel):
         body = nh3.clean(ASSET_SRC_RE.sub(to_media, article.body_html), tags=BODY_TAGS,
                          clean_content_tags={"script", "style"}, attributes=BODY_ATTRIBUTES,
                          url_schemes=BODY_URL_SCHEMES, link_rel="noopener noreferrer",
-                         attribute_filter=keep_own_images, strip_comments=True)
+                         attribute_filter=keep_own_images, strip_comments=True,
+                         set_tag_attribute_values={"img": {"loading": "lazy"}})
         if article.cover:
             used[article.cover.sha256] = article.cover
         summary = article.summary.strip()
@@ -252,7 +253,7 @@ class MicrositeChannel(Channel):
 
 def _check_relative(path: str) -> str:
     parts = PurePosixPath(path).parts
-    if not path.strip() or PurePosixPath(path).is_absolute() or "\\" in path or ".." in parts:
+    if not parts or PurePosixPath(path).is_absolute() or "\\" in path or ".." in parts:
         raise ValueError(f"must be a relative directory without '..', got {path!r}")
     return path
 

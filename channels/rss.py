@@ -151,14 +151,14 @@ class RSSChannel(Channel):
             return match.group(0).replace(ASSET_SCHEME + match.group(2), html.escape(url), 1)
 
         content = _ASSET_IMG.sub(rewrite, _clean(article.body_html))
-        if article.correction_note:
-            note = html.escape(_clean(article.correction_note), quote=False)
-            content = f'<p class="correction"><strong>更正说明：</strong>{note}</p>' + content
         summary = _clean(article.summary).strip()
         if not summary:
             text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", content)).split())
             summary = text[:120] or _clean(article.title)
             warnings.append("summary is empty; the feed uses the start of the body")
+        if article.correction_note:
+            note = html.escape(_clean(article.correction_note), quote=False)
+            content = f'<p class="correction"><strong>更正说明：</strong>{note}</p>' + content
         title = _clean(article.title).strip()
         if not title:
             title = article.slug

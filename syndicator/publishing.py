@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from syndicator import states
+from syndicator import faults, states
 from syndicator.articles import ArticleDraft, BadInput
 from syndicator.config import Config
 from syndicator.models import Article, Asset, Delivery, Revision, utcnow
@@ -52,6 +52,7 @@ def publish(store: Store, config: Config, draft: ArticleDraft, *, actor: str,
             log.info("publish raced a concurrent publish; retrying", extra={"slug": draft.slug})
     if not result.created or enqueuer is None or not due:
         return result
+    faults.checkpoint("after_commit")
     failed = enqueuer.enqueue(due)
     if failed:
         enqueuer.forget(failed)

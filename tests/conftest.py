@@ -76,3 +76,125 @@ def snapshot(**overrides) -> ArticleSnapshot:
 @pytest.fixture
 def make_snapshot():
     return snapshot
+
+
+# -- integration fixtures: real Redis, PostgreSQL, Celery processes -----------------------------
+
+from tests.support.services import (  # noqa: E402
+    CeleryProcess,
+    PostgresDatabase,
+    RedisServer,
+    write_config,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'syndicator.db'}"
+        return
+    db = PostgresDatabase().create()
+    yield db.url
+    db.drop()
+
+
+class System:
+    """A configured syndicator for one test: config file, runtime, and its processes."""
+
+    def __init__(self, tmp_path: Path, database_url: str, broker_url: str, **config_overrides) -> None:
+        from syndicator.config import load_config
+        from syndicator.runtime import Runtime
+
+        self.tmp = tmp_path
+        self.public = tmp_path / "public"
+        self.config_path = write_config(tmp_path / "config.yaml", database_url=database_url,
+                                        broker_url=broker_url, public=self.public, **config_overrides)
+        self.config = load_config(self.config_path)
+        self.rt = Runtime(self.config)
+        self.rt.store.migrate()
+        self.processes: list[CeleryProcess] = []
+
+    def worker(self, **kw) -> CeleryProcess:
+        proc = CeleryProcess(self.config_path, "worker", **kw).start()
+        self.processes.append(proc)
+        return proc
+
+    def beat(self, **kw) -> CeleryProcess:
+        proc = CeleryProcess(self.config_path, "beat", **kw).start()
+        self.processes.append(proc)
+        return proc
+
+    def publish(self, path, actor: str = "test:editor"):
+        from syndicator.articles import read_article
+        from syndicator.publishing import publish
+
+        draft = read_article(path, max_image_bytes=self.config.limits.max_image_bytes,
+                             max_body_chars=self.config.limits.max_body_chars)
+        return publish(self.rt.store, self.config, draft, actor=actor, enqueuer=self.rt.enqueuer)
+
+    def states(self) -> dict[str, int]:
+        from sqlalchemy import func, select
+
+        from syndicator.models import Delivery
+
+        with self.rt.store.read() as s:
+            return dict(s.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+
+    def wait_settled(self, expected: int, timeout: float = 90) -> dict[str, int]:
+        from tests.support.services import wait_for
+
+        def done():
+            counts = self.states()
+            return counts if counts.get("delivered", 0) + counts.get("failed", 0) + counts.get("unknown", 0) \
+                >= expected else None
+        try:
+            return wait_for(done, timeout, f"{expected} settled deliveries", interval=0.25)
+        except TimeoutError:
+            logs = "\n".join(p.output()[-4000:] for p in self.processes)
+            raise AssertionError(f"not settled: {self.states()}\n{logs}") from None
+
+    def close(self) -> None:
+        for proc in self.processes:
+            proc.kill()
+        self.rt.store.dispose()
+
+
+@pytest.fixture
+def make_system(tmp_path, database_url, redis_url):
+    systems = []
+
+    def factory(**overrides) -> System:
+        system = System(tmp_path, overrides.pop("database_url", database_url),
+                        overrides.pop("broker_url", redis_url), **overrides)
+        systems.append(system)
+        return system
+
+    yield factory
+    for system in systems:
+        system.close()
+
+
+def write_article(folder: Path, slug: str, title: str = "测试文章", body: str = "正文内容。", **front) -> Path:
+    """Write a minimal valid article file and return its path."""
+    import yaml as _yaml
+
+    meta = {"title": title, "summary": "摘要", "author": "测试员", "unit": "省民政厅办公室",
+            "tags": ["测试"], "slug": slug, **front}
+    path = folder / f"{slug}.md"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text("---\n" + _yaml.safe_dump(meta, allow_unicode=True) + "---\n\n" + body + "\n",
+                    encoding="utf-8")
+    return path

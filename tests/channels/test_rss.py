@@ -9,7 +9,6 @@ import sqlite3
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import feedparser
 import pytest
