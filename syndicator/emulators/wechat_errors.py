@@ -13,6 +13,7 @@ ERRMSG: dict[int, str] = {
     40005: "invalid file type",
     40006: "invalid meida size",
     40007: "invalid media_id",
+    40008: "invalid message type",
     40009: "invalid image size",
     40013: "invalid appid",
     40097: "invalid args",
