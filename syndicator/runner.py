@@ -106,7 +106,7 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     config = rt.config
     env = dict(os.environ)
     env[CONFIG_ENV] = str(Path(config_path or config.source).resolve())
-    base = [sys.executable, "-m", "syndicator.cli"]
+    base = [sys.executable, "-m", "syndicator.cli", "--config", env[CONFIG_ENV]]
     logs = config.var_dir / "logs"
     children = [Child("worker", [*base, "worker"], env, logs / "worker.log"),
                 Child("beat", [*base, "beat"], env, logs / "beat.log")]

@@ -198,3 +198,19 @@ def write_article(folder: Path, slug: str, title: str = "测试文章", body: st
     path.write_text("---\n" + _yaml.safe_dump(meta, allow_unicode=True) + "---\n\n" + body + "\n",
                     encoding="utf-8")
     return path
+
+
+#: Flags for Chromium on a closed network (no background connections), run as root.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A real headless Chromium (Debian's package, installed by the test command)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
