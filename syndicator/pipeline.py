@@ -9,10 +9,10 @@ every due delivery whose last message is stale (lost by a crash or a broker rest
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import and_, or_, select, update
 
 from channels.base import Attempt, Rendition, RenderContext
@@ -120,8 +120,7 @@ def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable:
     if isinstance(exc, RateLimited):
         delay = max(exc.retry_after, 0.0)
     else:
-        delay = float(get_exponential_backoff_interval(policy.backoff_factor, claim.attempts - 1,
-                                                       policy.backoff_max, policy.jitter))
+        delay = backoff(claim.attempts, policy.backoff_factor, policy.backoff_max, policy.jitter)
     due = now + timedelta(seconds=delay)
     short = delay <= policy.max_countdown
     state = _settle(rt, claim, S.RETRY_WAIT, f"{reason}; retry in {delay:.0f}s", next_attempt_at=due,
@@ -130,6 +129,15 @@ def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable:
         failed = rt.enqueuer.enqueue([(claim.id, claim.channel)], countdown=delay)
         rt.enqueuer.forget(failed)
     return state
+
+
+def backoff(attempt: int, factor: float, maximum: float, jitter: bool) -> float:
+    """Exponential backoff with "equal jitter": between half and all of factor·2^(attempt-1).
+
+    (Celery's own helper takes whole seconds only; sub-second factors matter for fast channels.)
+    """
+    cap = min(maximum, factor * 2 ** max(attempt - 1, 0))
+    return random.uniform(cap / 2, cap) if jitter else cap
 
 
 def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, **fields) -> str:

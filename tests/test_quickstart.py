@@ -89,5 +89,5 @@ def test_run_then_publish_delivers_feed_and_page(shipped, chromium):
         rest, _ = run.communicate(timeout=60)
     assert run.returncode == 0, "".join(lines) + rest
     assert "stopped" in rest
-    leftovers = subprocess.run(["pgrep", "-f", f"--config {shipped}"], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(["pgrep", "-f", "--", f"--config {shipped}"], capture_output=True, text=True).stdout
     assert leftovers.strip() == "", "worker or beat outlived `syndicator run`"
