@@ -82,10 +82,12 @@ def parse_urlencoded(body: bytes) -> dict[str, str]:
 
 
 def sniff_image(data: bytes) -> str | None:
-    """``jpeg``/``png``/``gif``/``bmp``/``svg`` by content, or None."""
+    """``jpeg``/``png``/``gif``/``bmp``/``webp``/``svg`` by content, or None."""
     for magic, kind in _MAGIC:
         if data.startswith(magic):
             return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     head = data[:512].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
         return "svg"
