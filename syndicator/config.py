@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: Environment variable naming the config file when no path is given.
 CONFIG_ENV = "SYNDICATOR_CONFIG"
@@ -123,6 +123,14 @@ class Config(_Frozen):
             raise ValueError("at least one channel is required")
         return v
 
+    @model_validator(mode="after")
+    def _countdown_below_visibility(self) -> Config:
+        # A countdown longer than the visibility timeout makes Redis hand the task out twice.
+        if self.delivery.max_countdown * 2 > self.worker.visibility_timeout:
+            raise ValueError("delivery.max_countdown must be at most half of worker.visibility_timeout "
+                             f"({self.delivery.max_countdown} vs {self.worker.visibility_timeout})")
+        return self
+
     def path(self, key: str) -> Path:
         """An absolute path from `paths` (relative entries resolve against the config file)."""
         p = Path(self.paths[key])
@@ -156,6 +164,20 @@ class Config(_Frozen):
     @property
     def broker(self) -> str:
         return self.resolved_url(self.broker_url)
+
+    @property
+    def safe_db_url(self) -> str:
+        """The database URL with any password masked, for logs and pages."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.db_url).render_as_string(hide_password=True)
+
+    @property
+    def safe_broker_url(self) -> str:
+        """The broker URL with any password masked, for logs and pages."""
+        from kombu.utils.url import maybe_sanitize_url
+
+        return maybe_sanitize_url(self.broker)
 
     def enabled_channels(self) -> dict[str, ChannelConfig]:
         return {n: c for n, c in self.channels.items() if c.enabled}

@@ -115,8 +115,8 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     served = _start_web(rt) if web else None
 
     click.echo(f"syndicator is running (config {env[CONFIG_ENV]})")
-    click.echo(f"  database: {config.db_url}")
-    click.echo(f"  broker:   {config.broker}")
+    click.echo(f"  database: {config.safe_db_url}")
+    click.echo(f"  broker:   {config.safe_broker_url}")
     click.echo(f"  channels: {', '.join(f'{n} ({c.type})' for n, c in config.enabled_channels().items())}")
     if served:
         click.echo(f"  web:      http://{config.serve.host}:{config.serve.port}/")

@@ -1,7 +1,7 @@
 """WeChat draft box (``draft/*``) and the article validation of contract §1.2.
 
 Content rules emulated: title ≤ 32, author ≤ 16, digest ≤ 128 characters; content < 20 000
-characters and < 1 MB; ``<script>`` and ``on*`` handlers removed; ``<img>`` whose ``src`` is not a
+characters of text (markup not counted) and < 1 MB of HTML; ``<script>`` and ``on*`` handlers removed; ``<img>`` whose ``src`` is not a
 WeChat image host removed; any ``<a href>`` outside ``mp.weixin.qq.com`` → 45166;
 ``content_source_url`` ≤ 1 KB.
 """
@@ -19,7 +19,8 @@ from .wechat_errors import WeChatError
 if TYPE_CHECKING:
     from .wechat import Call, WeChatEmulator
 
-#: Limits from the draft/add field table (doc revision 2025-12-19).
+#: Limits from the draft/add field table (doc revision 2025-12-19). The character limit is applied to
+#: the text without tags: applied to raw HTML it would make the 1 MB limit unreachable.
 MAX_TITLE = 32
 MAX_AUTHOR = 16
 MAX_DIGEST = 128
@@ -102,7 +103,8 @@ def validate_article(a: Any, emu: "WeChatEmulator") -> dict[str, Any]:
         raise WeChatError(45004)
     if not isinstance(content, str) or not content:
         raise WeChatError(44004)
-    if len(content) >= MAX_CONTENT_CHARS or len(content.encode("utf-8")) >= MAX_CONTENT_BYTES:
+    text_chars = len(html.unescape(_TAG.sub("", content)))
+    if text_chars >= MAX_CONTENT_CHARS or len(content.encode("utf-8")) >= MAX_CONTENT_BYTES:
         raise WeChatError(45002)
     source = a.get("content_source_url") or ""
     if source and (len(source.encode("utf-8")) > MAX_SOURCE_URL_BYTES or not _host(source)):
