@@ -32,7 +32,7 @@ def _logging(**_: object) -> None:
 
 @app.task(name=DELIVER_TASK, ignore_result=True)
 def deliver(delivery_id: int) -> str:
-    return pipeline.attempt(runtime(), delivery_id)
+    return pipeline.run(runtime(), delivery_id)
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

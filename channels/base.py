@@ -108,6 +108,8 @@ class Receipt:
     remote_id: str
     remote_url: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The channel accepted a job that finishes later; `remote_id` identifies the job until then.
+    pending: bool = False
 
 
 class MediaSource(Protocol):
@@ -171,6 +173,9 @@ class Channel(ABC):
     supports_retract: ClassVar[bool] = False
     #: After an attempt with no known outcome, the adapter can find out whether it took effect.
     reconcilable: ClassVar[bool] = False
+    #: deliver may return a pending receipt; `poll` (and a callback, where the channel has one)
+    #: later reports the outcome.
+    settles_async: ClassVar[bool] = False
     max_title_chars: ClassVar[int | None] = None
     max_body_chars: ClassVar[int | None] = None
     #: Human-readable rate limit of the remote, if any.
@@ -200,6 +205,13 @@ class Channel(ABC):
         """Withdraw the article (only where `supports_retract`)."""
         raise NotImplementedError(f"{self.name} does not support retract")
 
+    def poll(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        """Ask how a submitted job (`attempt.remote_id`) ended (only where `settles_async`).
+
+        Return a pending receipt while it runs, a final receipt when done, or raise.
+        """
+        raise NotImplementedError(f"{self.name} does not settle asynchronously")
+
     def describe(self) -> dict[str, Any]:
         """Capabilities as a dict, for `syndicator channels` and the dashboard."""
         return capabilities(type(self))
@@ -212,6 +224,7 @@ def capabilities(cls: type[Channel]) -> dict[str, Any]:
         "supports_update": cls.supports_update,
         "supports_retract": cls.supports_retract,
         "reconcilable": cls.reconcilable,
+        "settles_async": cls.settles_async,
         "max_title_chars": cls.max_title_chars,
         "max_body_chars": cls.max_body_chars,
         "rate_limit": cls.rate_limit,

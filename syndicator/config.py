@@ -43,6 +43,10 @@ class DeliverySettings(_Frozen):
     backoff_factor: float = Field(2, gt=0)
     backoff_max: float = Field(3600, gt=0)
     jitter: bool = True
+    #: How often a submitted job (WeChat free-publish) is polled while no callback arrives.
+    poll_interval: float = Field(30, gt=0)
+    #: A submitted job with no outcome after this long stops in `unknown` for an operator.
+    submitted_timeout: float = Field(86400, gt=0)
 
 
 class WorkerSettings(_Frozen):

@@ -13,13 +13,13 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
-from channels.base import Attempt, Rendition, RenderContext
+from channels.base import Attempt, Receipt, Rendition, RenderContext
 from channels.errors import DeliveryError, OutcomeUnknown, PermanentError, RateLimited, TransientError
 from channels.registry import ChannelUnavailable, load_type
 from syndicator import faults, states
-from syndicator.models import Delivery
+from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
 from syndicator.snapshot import StoreMedia, build_snapshot
 from syndicator.states import CLAIMABLE, Conflict, DeliveryState as S
@@ -42,6 +42,14 @@ class Claim:
     remote_id: str | None
     reconcile: bool
     attempts: int
+
+
+def run(rt: Runtime, delivery_id: int) -> str:
+    """What a delivery message means: attempt it, or poll it if it waits on a submitted job."""
+    outcome = attempt(rt, delivery_id)
+    if outcome == "skipped":
+        return poll(rt, delivery_id)
+    return outcome
 
 
 def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
@@ -86,6 +94,10 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
         return _failed_attempt(rt, claim, OutcomeUnknown(f"unexpected {type(exc).__name__}: {exc}"),
                                channel.reconcilable)
     faults.checkpoint("after_deliver")
+    if receipt.pending:
+        due = rt.clock() + timedelta(seconds=rt.config.delivery.poll_interval)
+        return _settle(rt, claim, S.SUBMITTED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url,
+                       next_attempt_at=due, enqueued_at=None, last_error=None)
     return _settle(rt, claim, S.DELIVERED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url)
 
 
@@ -140,11 +152,12 @@ def backoff(attempt: int, factor: float, maximum: float, jitter: bool) -> float:
     return random.uniform(cap / 2, cap) if jitter else cap
 
 
-def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, **fields) -> str:
+def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, *, actor: str = "worker",
+            expect: S = S.SENDING, **fields) -> str:
     if error is not None:
         fields["last_error"] = error
     try:
-        rt.store.run_write(lambda s: states.transition(s, claim.id, to, actor="worker", expect={S.SENDING},
+        rt.store.run_write(lambda s: states.transition(s, claim.id, to, actor=actor, expect={expect},
                                                        detail=error, now=rt.clock(), **fields))
     except Conflict as exc:
         log.warning("delivery moved while we held it (lease expired?)", extra={"delivery_id": claim.id,
@@ -184,7 +197,7 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
             continue
 
     cutoff = now - timedelta(seconds=policy.requeue_after)
-    stale = and_(Delivery.state.in_([s.value for s in CLAIMABLE]),
+    stale = and_(Delivery.state.in_([s.value for s in (*CLAIMABLE, S.SUBMITTED)]),
                  or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                  or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < cutoff))
 
@@ -201,3 +214,65 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
         rt.enqueuer.forget(rt.enqueuer.enqueue(due))
         log.info("sweeper re-sent deliveries", extra={"count": len(due)})
     return {"recovered": recovered, "enqueued": len(due)}
+
+
+# -- asynchronous completion (submitted jobs) ---------------------------------------------------
+
+def _load_submitted(session, delivery_id: int) -> Claim | None:
+    d = session.get(Delivery, delivery_id)
+    if d is None or d.state != S.SUBMITTED.value:
+        return None
+    return Claim(d.id, d.article_id, d.channel, d.channel_type, d.operation, d.revision_id, d.rendition,
+                 d.remote_id, d.reconcile, d.attempts)
+
+
+def poll(rt: Runtime, delivery_id: int, *, actor: str = "poller") -> str:
+    """Ask the channel how a submitted job ended; settle it, or look again later."""
+    now = rt.clock()
+    with rt.store.read() as session:
+        claim = _load_submitted(session, delivery_id)
+        due = session.scalar(select(Delivery.next_attempt_at).where(Delivery.id == delivery_id))
+        submitted_at = session.scalar(select(func.max(Event.at)).where(
+            Event.delivery_id == delivery_id, Event.to_state == S.SUBMITTED.value))
+    if claim is None or (due is not None and due > now):
+        return "skipped"
+    channel = rt.channel(claim.channel)
+    job = Attempt(delivery_id=delivery_id, number=claim.attempts, reconcile=False, remote_id=claim.remote_id,
+                  media=StoreMedia(rt.store))
+    try:
+        receipt = channel.poll(Rendition.from_json(claim.rendition), job)
+    except PermanentError as exc:
+        return settle_submitted(rt, claim, exc, actor=actor)
+    except Exception as exc:  # transient or unexpected: the job itself is unaffected; look again
+        log.warning("poll failed; will poll again", extra={"delivery_id": delivery_id, "error": repr(exc)})
+        receipt = None
+    if receipt is not None and not receipt.pending:
+        return settle_submitted(rt, claim, receipt, actor=actor)
+    deadline = (submitted_at or now) + timedelta(seconds=rt.config.delivery.submitted_timeout)
+    if now >= deadline:
+        return _settle(rt, claim, S.UNKNOWN, "no completion reported within "
+                       f"{rt.config.delivery.submitted_timeout:.0f}s of submitting", actor=actor, expect=S.SUBMITTED)
+    later = now + timedelta(seconds=rt.config.delivery.poll_interval)
+    rt.store.run_write(lambda s: s.execute(update(Delivery).where(
+        Delivery.id == delivery_id, Delivery.state == S.SUBMITTED.value).values(next_attempt_at=later,
+                                                                                enqueued_at=None)))
+    return S.SUBMITTED.value
+
+
+def settle_submitted(rt: Runtime, claim: Claim, outcome: Receipt | DeliveryError, *, actor: str) -> str:
+    """Record how a submitted job ended (from a poll or the channel's callback)."""
+    if isinstance(outcome, Receipt):
+        return _settle(rt, claim, S.DELIVERED, None, actor=actor, expect=S.SUBMITTED,
+                       remote_id=outcome.remote_id, remote_url=outcome.remote_url)
+    return _settle(rt, claim, S.FAILED, f"{type(outcome).__name__}: {outcome}", actor=actor, expect=S.SUBMITTED)
+
+
+def settle_job(rt: Runtime, channel: str, job_id: str, outcome: Receipt | DeliveryError, *, actor: str) -> str:
+    """Settle the delivery waiting on `job_id` at `channel`; duplicates and strays are ignored."""
+    with rt.store.read() as session:
+        delivery_id = session.scalar(select(Delivery.id).where(
+            Delivery.channel == channel, Delivery.remote_id == job_id, Delivery.state == S.SUBMITTED.value))
+        claim = _load_submitted(session, delivery_id) if delivery_id else None
+    if claim is None:
+        return "ignored"
+    return settle_submitted(rt, claim, outcome, actor=actor)

@@ -3,8 +3,12 @@
     queued ──claim──▶ sending ──▶ delivered
       ▲  │              │ ├────▶ retry_wait ──claim (when due)──▶ sending
       │  │              │ ├────▶ failed      (permanent error, with the reason)
-      │  ▼              │ └────▶ unknown     (outcome unknown: an operator decides)
-    cancelled ◀─────────┘ (never from sending: an attempt in flight finishes first)
+      │  │              │ ├────▶ unknown     (outcome unknown: an operator decides)
+      │  ▼              │ └────▶ submitted ──callback or poll──▶ delivered | failed | unknown
+    cancelled           (never from sending: an attempt in flight finishes first)
+
+`submitted` is for channels that accept a job and finish it later (WeChat's free-publish): the
+delivery waits there until the channel's callback or a poll settles it.
 
 Operators move failed / unknown / retry_wait back to queued (retry) and unknown to delivered
 ("mark resolved") or cancelled. `transition` checks the move against `TRANSITIONS`, writes it with
@@ -33,6 +37,7 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
+    SUBMITTED = "submitted"
 
 
 S = DeliveryState
@@ -48,6 +53,10 @@ TRANSITIONS: dict[tuple[DeliveryState, DeliveryState], str] = {
     (S.SENDING, S.RETRY_WAIT): "a transient error, or the worker was lost; retry later",
     (S.SENDING, S.FAILED): "a permanent error, or attempts exhausted",
     (S.SENDING, S.UNKNOWN): "the outcome cannot be known or reconciled automatically",
+    (S.SENDING, S.SUBMITTED): "the channel accepted the job and will finish it asynchronously",
+    (S.SUBMITTED, S.DELIVERED): "the channel reported the job done (callback or poll)",
+    (S.SUBMITTED, S.FAILED): "the channel reported the job failed",
+    (S.SUBMITTED, S.UNKNOWN): "no completion was reported in time",
     (S.FAILED, S.QUEUED): "an operator asked to retry",
     (S.FAILED, S.CANCELLED): "an operator gave up on it",
     (S.UNKNOWN, S.QUEUED): "an operator asked to retry (the attempt reconciles first)",
@@ -123,6 +132,8 @@ def transition(
         values["reconcile"] = False
     if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING):
         values["next_attempt_at"] = None
+    if to is S.SUBMITTED:
+        values["reconcile"] = False
     values.update(fields)
 
     conditions = [Delivery.id == delivery_id, Delivery.state == current.value]

@@ -30,6 +30,7 @@ def test_capability_flags_match_the_methods(type_name):
     cls = registry.load_type(type_name)
     assert (cls.update is not Channel.update) == cls.supports_update
     assert (cls.retract is not Channel.retract) == cls.supports_retract
+    assert (cls.poll is not Channel.poll) == cls.settles_async
     caps = capabilities(cls)
     assert caps["type"] == type_name and set(caps) >= {"supports_update", "supports_retract", "reconcilable"}
 
