@@ -141,6 +141,8 @@ class Ports:
     templates: jinja2.Environment
     timezone: ZoneInfo
     clock: Callable[[], datetime]
+    #: The shared token cache (syndicator.tokens.TokenCache): get/set/delete and a refresh lock.
+    tokens: Any = None
 
     def public_url(self, relpath: str) -> str:
         """The URL a reader uses for a file under `public_dir`."""

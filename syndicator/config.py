@@ -104,6 +104,9 @@ class ChannelConfig(_Frozen):
 class Config(_Frozen):
     database_url: str = "sqlite:///var/syndicator.db"
     broker_url: str = "sqla+sqlite:///var/broker.db"
+    #: Where access tokens are shared between workers: redis://… or file:///dir (default: the
+    #: broker's Redis, else var/tokens).
+    token_cache_url: str | None = None
     paths: dict[str, str] = Field(default_factory=lambda: {"var": "var", "public": "var/public"})
     site: SiteSettings = SiteSettings()
     serve: ServeSettings = ServeSettings()

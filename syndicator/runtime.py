@@ -15,6 +15,7 @@ from syndicator.config import Config
 from syndicator.models import utcnow
 from syndicator.queue import Enqueuer
 from syndicator.store import Store
+from syndicator.tokens import token_cache_for
 
 
 def template_env(config: Config) -> jinja2.Environment:
@@ -31,7 +32,8 @@ class Runtime:
         self.clock = clock
         self.ports = Ports(public_dir=config.public_dir, site_url=config.site.base_url,
                            templates=template_env(config), timezone=ZoneInfo(config.site.timezone),
-                           clock=clock)
+                           clock=clock, tokens=token_cache_for(config.token_cache_url, config.broker,
+                                                               config.var_dir))
         self._channels: dict[str, Channel] = {}
         self._lock = threading.Lock()
         self._enqueuer: Enqueuer | None = None
