@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 #: Environment variable naming the config file when no path is given.
 CONFIG_ENV = "SYNDICATOR_CONFIG"
-#: `${NAME}` references inside string values.
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: `${NAME}` references inside string values; `${NAME:-fallback}` uses the fallback when unset
+#: (the shipped config uses it for the local emulators' sandbox credentials only).
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(Exception):
@@ -197,10 +198,12 @@ def _expand_env(node: Any, path: str, errors: list[str]) -> Any:
         return [_expand_env(v, f"{path}[{i}]", errors) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in os.environ:
-                errors.append(f"{path}: environment variable {m.group(1)} is not set")
-                return ""
-            return os.environ[m.group(1)]
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            errors.append(f"{path}: environment variable {m.group(1)} is not set")
+            return ""
 
         return _ENV_REF.sub(sub, node)
     return node

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -44,7 +45,36 @@ def create_app(rt: Runtime) -> FastAPI:
     def healthz() -> JSONResponse:
         return JSONResponse({"ok": True})
 
+    @app.api_route("/wechat/callback/{instance}", methods=["GET", "POST"], include_in_schema=False)
+    async def wechat_callback(instance: str, request: Request) -> Response:
+        """WeChat's push endpoint: URL verification (GET) and PUBLISHJOBFINISH events (POST).
+
+        No login: the signature (and, in safe mode, the AES envelope) is the authentication.
+        Duplicate pushes (WeChat retries up to 3 times) settle nothing twice.
+        """
+        return await run_in_threadpool(_wechat_callback, rt, instance, request.method,
+                                       dict(request.query_params), await request.body())
+
     public = rt.config.public_dir
     public.mkdir(parents=True, exist_ok=True)
     app.mount("/", PublicFiles(directory=public, html=True), name="public")
     return app
+
+
+def _wechat_callback(rt: Runtime, instance: str, method: str, query: dict[str, str], body: bytes) -> Response:
+    from channels.errors import DeliveryError
+    from syndicator import pipeline
+
+    entry = rt.config.channels.get(instance)
+    if entry is None or entry.type != "wechat" or not entry.enabled:
+        return PlainTextResponse("unknown channel", status_code=404)
+    channel = rt.channel(instance)
+    try:
+        if method == "GET":
+            return PlainTextResponse(channel.verify_url(query))
+        result = channel.handle_callback(query, body)
+    except DeliveryError as exc:
+        return PlainTextResponse(f"rejected: {exc.message}", status_code=403)
+    if result.job_id and result.outcome is not None:
+        pipeline.settle_job(rt, instance, result.job_id, result.outcome, actor=f"{instance}:callback")
+    return Response(result.reply, media_type="text/plain")

@@ -79,3 +79,11 @@ def test_cli_exits_2_with_the_message_for_a_broken_config(tmp_path):
     assert out.returncode == 2
     assert f"{path}: worker.concurrency: Input should be a valid integer" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_secret_reference_may_name_a_fallback(tmp_path, monkeypatch):
+    path = write(tmp_path, GOOD.replace("sqla+sqlite:///var/b.db", "redis://:${SYN_TEST_PW2:-sandbox}@h:1/0"))
+    monkeypatch.delenv("SYN_TEST_PW2", raising=False)
+    assert load_config(path).broker_url == "redis://:sandbox@h:1/0"
+    monkeypatch.setenv("SYN_TEST_PW2", "real")
+    assert load_config(path).broker_url == "redis://:real@h:1/0"
