@@ -248,6 +248,29 @@ def beat(obj: Ctx, celery_args: tuple[str, ...]) -> None:
     app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *celery_args])
 
 
+@cli.command()
+@pass_ctx
+def sandbox(obj: Ctx) -> None:
+    """Serve local emulators of the WeChat, Weibo and WordPress APIs until Ctrl-C."""
+    import signal
+    import threading
+
+    from syndicator import sandbox as sandbox_mod
+
+    try:
+        running = sandbox_mod.start(obj.config)
+    except OSError as exc:
+        _fail(f"cannot start the emulators: {exc} (ports in use? see sandbox: in config.yaml)", EXIT_FAILED)
+    for name, url in running.urls.items():
+        click.echo(f"{name:10} {url}   ledger: {url}/_emulator/ledger")
+    click.echo("Press Ctrl-C to stop.")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    running.stop()
+
+
 @cli.group()
 def config() -> None:
     """Configuration commands."""

@@ -89,6 +89,19 @@ class SiteSettings(_Frozen):
         return v
 
 
+class SandboxSettings(_Frozen):
+    """Local emulators of the WeChat, Weibo and WordPress APIs, for trying syndicator without
+    accounts anywhere. Served by `syndicator sandbox`, and by `syndicator run` when enabled."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    wechat_port: int = Field(8481, ge=0, le=65535)
+    weibo_port: int = Field(8482, ge=0, le=65535)
+    wordpress_port: int = Field(8483, ge=0, le=65535)
+    #: Seconds the emulated WeChat keeps a publish job running before it finishes.
+    wechat_publish_delay: float = Field(2.0, ge=0)
+
+
 class LimitSettings(_Frozen):
     max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_body_chars: int = Field(200_000, gt=0)
@@ -114,6 +127,7 @@ class Config(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     delivery: DeliverySettings = DeliverySettings()
     limits: LimitSettings = LimitSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     channels: dict[str, ChannelConfig]
     #: Directory of the config file; relative paths and sqlite URLs resolve against it.
     base_dir: Path = Path(".")

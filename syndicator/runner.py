@@ -110,6 +110,15 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     logs = config.var_dir / "logs"
     children = [Child("worker", [*base, "worker"], env, logs / "worker.log"),
                 Child("beat", [*base, "beat"], env, logs / "beat.log")]
+    sandbox = None
+    if config.sandbox.enabled:
+        from syndicator import sandbox as sandbox_mod
+
+        try:
+            sandbox = sandbox_mod.start(config)
+        except OSError as exc:
+            raise click.ClickException(f"cannot start the sandbox emulators: {exc}; change the sandbox "
+                                       "ports in config.yaml or set sandbox.enabled: false") from exc
     for child in children:
         child.start()
     served = _start_web(rt) if web else None
@@ -120,6 +129,9 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     click.echo(f"  channels: {', '.join(f'{n} ({c.type})' for n, c in config.enabled_channels().items())}")
     if served:
         click.echo(f"  web:      http://{config.serve.host}:{config.serve.port}/")
+    if sandbox:
+        click.echo("  sandbox:  " + ", ".join(f"{n} {u}" for n, u in sandbox.urls.items())
+                   + " (local emulators; no real account is used)")
     click.echo(f"  logs:     {logs}/")
     if demo:
         click.echo("publishing the sample articles:")
@@ -145,6 +157,8 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     if served:
         served[1].should_exit = True
         served[0].join(5)
+    if sandbox:
+        sandbox.stop()
     rt.store.dispose()
     click.echo("stopped")
     return 0
