@@ -248,6 +248,53 @@ def beat(obj: Ctx, celery_args: tuple[str, ...]) -> None:
     app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *celery_args])
 
 
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def channels(ctx: click.Context, as_json: bool) -> None:
+    """List channel instances: capabilities, suspension, credential expiry."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from syndicator.views import channel_matrix
+
+    obj: Ctx = ctx.obj
+    rows = channel_matrix(obj.runtime)
+    if as_json:
+        click.echo(json.dumps({"channels": rows}, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        flags = " ".join(op for op in ("update", "retract") if r[f"supports_{op}"])
+        state = "suspended: " + (r["suspended_reason"] or "") if r["suspended"] else (
+            "enabled" if r["enabled"] else "disabled")
+        expiry = f"  credential expires {r['credential_expires_at']}" if r.get("credential_expires_at") else ""
+        click.echo(f"{r['name']:<16} {r['type']:<10} publish {flags:<15} {state}{expiry}")
+
+
+@channels.command("suspend")
+@click.argument("name")
+@click.option("--reason", required=True)
+@pass_ctx
+def channels_suspend(obj: Ctx, name: str, reason: str) -> None:
+    """Stop sending to a channel until it is resumed."""
+    from syndicator.channel_status import set_suspended
+
+    _check_channel(obj, name)
+    changed = set_suspended(obj.runtime.store, name, True, reason=reason, actor=_actor())
+    click.echo(f"{name} suspended" if changed else f"{name} was already suspended")
+
+
+@channels.command("resume")
+@click.argument("name")
+@pass_ctx
+def channels_resume(obj: Ctx, name: str) -> None:
+    """Send to a suspended channel again (queued deliveries go out; use `retry` for failed ones)."""
+    from syndicator.channel_status import set_suspended
+
+    _check_channel(obj, name)
+    changed = set_suspended(obj.runtime.store, name, False, reason=None, actor=_actor())
+    click.echo(f"{name} resumed" if changed else f"{name} was not suspended")
+
+
 @cli.command()
 @pass_ctx
 def sandbox(obj: Ctx) -> None:

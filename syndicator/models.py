@@ -170,3 +170,15 @@ class Event(Base):
     to_state: Mapped[str | None] = mapped_column(String(16))
     attempt: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ChannelStatus(Base):
+    """Operator-facing status of a channel instance: suspended ones are not sent to until resumed."""
+
+    __tablename__ = "channel_status"
+
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    suspended: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_by: Mapped[str] = mapped_column(String(64))

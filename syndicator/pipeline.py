@@ -16,11 +16,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 
 from channels.base import Attempt, Receipt, Rendition, RenderContext
-from channels.errors import DeliveryError, OutcomeUnknown, PermanentError, RateLimited, TransientError
+from channels.errors import AuthInvalid, DeliveryError, OutcomeUnknown, PermanentError, RateLimited
 from channels.registry import ChannelUnavailable, load_type
 from syndicator import faults, states
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
+from syndicator.channel_status import set_suspended, suspended
+from syndicator.models import ChannelStatus
 from syndicator.snapshot import StoreMedia, build_snapshot
 from syndicator.states import CLAIMABLE, Conflict, DeliveryState as S
 
@@ -56,6 +58,8 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
     """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in."""
     now = rt.clock()
     lease = now + timedelta(seconds=rt.config.delivery.lease_seconds)
+    if _channel_suspended(rt, delivery_id):
+        return "suspended"
     try:
         claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease))
     except Conflict:
@@ -101,6 +105,13 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
     return _settle(rt, claim, S.DELIVERED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url)
 
 
+def _channel_suspended(rt: Runtime, delivery_id: int) -> bool:
+    with rt.store.read() as session:
+        return bool(session.scalar(
+            select(ChannelStatus.suspended).join(Delivery, Delivery.channel == ChannelStatus.channel)
+            .where(Delivery.id == delivery_id)))
+
+
 def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime) -> Claim:
     states.transition(session, delivery_id, S.SENDING, actor=actor, expect=CLAIMABLE, due_by=now, now=now,
                       lease_expires_at=lease)
@@ -123,6 +134,10 @@ def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable:
     policy = rt.config.delivery
     now = rt.clock()
     reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AuthInvalid):
+        set_suspended(rt.store, claim.channel, True, reason=reason, actor="worker")
+        return _settle(rt, claim, S.FAILED, f"{reason} — channel {claim.channel} suspended until an operator "
+                                            "resumes it (`syndicator channels resume`)")
     if isinstance(exc, PermanentError):
         return _settle(rt, claim, S.FAILED, reason)
     if isinstance(exc, OutcomeUnknown) and not reconcilable:
@@ -197,7 +212,8 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
             continue
 
     cutoff = now - timedelta(seconds=policy.requeue_after)
-    stale = and_(Delivery.state.in_([s.value for s in (*CLAIMABLE, S.SUBMITTED)]),
+    paused = list(suspended(rt.store))
+    stale = and_(Delivery.channel.not_in(paused),Delivery.state.in_([s.value for s in (*CLAIMABLE, S.SUBMITTED)]),
                  or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                  or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < cutoff))
 

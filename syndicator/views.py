@@ -65,3 +65,26 @@ def timeline(session: Session, delivery_id: int) -> list[dict[str, Any]]:
     events = session.scalars(select(Event).where(Event.delivery_id == delivery_id).order_by(Event.id)).all()
     return [{"at": e.at.isoformat(), "actor": e.actor, "from": e.from_state, "to": e.to_state,
              "attempt": e.attempt, "detail": e.detail} for e in events]
+
+
+def channel_matrix(rt) -> list[dict[str, Any]]:
+    """Each configured channel instance with its capabilities and operational status."""
+    from channels.base import capabilities
+    from channels.registry import ChannelUnavailable, load_type
+    from syndicator.channel_status import suspended
+
+    paused = suspended(rt.store)
+    rows = []
+    for name, entry in rt.config.channels.items():
+        row: dict[str, Any] = {"name": name, "type": entry.type, "enabled": entry.enabled,
+                               "suspended": name in paused, "suspended_reason": paused.get(name)}
+        try:
+            cls = load_type(entry.type)
+            row.update(capabilities(cls))
+            settings = cls.Settings.model_validate(entry.model_extra or {})
+            expires = getattr(settings, "token_expires_at", None)
+            row["credential_expires_at"] = expires.isoformat() if expires else None
+        except ChannelUnavailable as exc:
+            row.update(available=False, error=str(exc))
+        rows.append(row)
+    return rows

@@ -358,3 +358,29 @@ def _publish_to_gamma(rt, tmp, slug="async-1") -> int:
     return rt.store.run_write(lambda s: st.plan(s, actor="editor:li", now=rt.clock(), article_id=article_id,
                                                 revision_id=revision_id, revision=1, channel="gamma",
                                                 channel_type="async", operation="publish").id)
+
+
+def test_refused_credentials_suspend_the_channel_until_resumed(env):
+    from channels.errors import AuthInvalid
+    from syndicator.channel_status import set_suspended
+
+    rt, clock, enqueuer, tmp = env
+    first = publish(rt, tmp, "auth-1")
+    second = publish(rt, tmp, "auth-2")
+    rt.channel("alpha").script = [AuthInvalid("[21327] expired_token", code=21327)]
+    # When the channel refuses our credentials
+    assert pipeline.attempt(rt, first["alpha"]) == "failed"
+    assert "suspended until an operator resumes it" in row(rt, first["alpha"]).last_error
+    # Then other deliveries to it wait (not claimed, not re-sent), while other channels go on
+    assert pipeline.attempt(rt, second["alpha"]) == "suspended"
+    assert row(rt, second["alpha"]).state == "queued"
+    assert pipeline.attempt(rt, second["beta"]) == "delivered"
+    clock.advance(rt.config.delivery.requeue_after + 1)
+    enqueuer.sent.clear()
+    pipeline.sweep(rt)
+    assert second["alpha"] not in [d for d, _, _ in enqueuer.sent]
+    # When ops resume it, the waiting delivery goes out
+    set_suspended(rt.store, "alpha", False, reason=None, actor="ops:zhao")
+    pipeline.sweep(rt)
+    assert second["alpha"] in [d for d, _, _ in enqueuer.sent]
+    assert pipeline.attempt(rt, second["alpha"]) == "delivered"
