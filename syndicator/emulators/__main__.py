@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 
 from .server import EmulatorsConfig, serve_all
@@ -16,10 +17,13 @@ def main() -> None:
     args = parser.parse_args()
     config = EmulatorsConfig(host=args.host, ports={"wechat": args.wechat_port, "weibo": args.weibo_port,
                                                     "wordpress": args.wordpress_port})
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with serve_all(config) as running:
         print(json.dumps(running.urls), flush=True)
         try:
-            threading.Event().wait()
+            while not stop.wait(0.2):
+                pass
         except KeyboardInterrupt:
             pass
 

@@ -174,12 +174,12 @@ class EmulatorApp(Starlette):
             await asyncio.sleep(decision.latency)
         if not decision.after_apply:
             if decision.hang is not None:
+                # Never applied: answered 504 when the hang ends or is lifted (the client is usually gone).
                 entry["fault"] = "hang"
-                if await self._hang(decision.hang):
-                    await _send_page(recording_send, 504, "504 Gateway Time-out")
-                    return
+                await self._hang(decision.hang)
                 if emu.stopping.is_set():
                     return await _drop(send)
+                return await _send_page(recording_send, 504, "504 Gateway Time-out")
             elif decision.down == "drop":
                 entry["fault"] = "down:drop"
                 return await _drop(send)

@@ -43,7 +43,8 @@ class Faults:
     seed: int | None = 0
     #: Forced errors, checked in order before the error rate.
     force: list[Force] = field(default_factory=list)
-    #: Keep requests open without answering, for ``hang_seconds`` (then answer 504).
+    #: Keep requests open for ``hang_seconds`` or until the faults change, then answer 504 without
+    #: applying anything (with ``after_apply``: apply, then hold the real answer as long).
     hang: bool = False
     hang_seconds: float = DEFAULT_HANG_SECONDS
     #: Service down: ``"503"`` answers HTTP 503, ``"drop"`` closes the connection without a response.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import heapq
 import itertools
+import logging
+import queue
 import secrets
 import threading
 import time
@@ -31,6 +34,66 @@ if TYPE_CHECKING:
 MPHELPER_OPENID = "oV5CrjpxgaGXNHIQigzNlgLTnwic"
 #: First publish_id handed out (the doc example's number).
 FIRST_PUBLISH_ID = 2247503051
+#: Concurrent callback deliveries (each may wait callback_timeout × callback_tries).
+PUSH_WORKERS = 16
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """One daemon thread running due calls in time order (a Timer thread per job would not scale)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any, tuple[Any, ...]]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, fn: Any, *args: Any) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn, args))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wechat-publish", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, fn, args = heapq.heappop(self._heap)
+            _run_logged(fn, args)
+
+
+class Workers:
+    """Daemon threads draining a queue (unlike ThreadPoolExecutor they never delay interpreter exit)."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._queue: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+        self._count, self._name = count, name
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        with self._lock:
+            if not self._started:
+                for i in range(self._count):
+                    threading.Thread(target=self._run, name=f"{self._name}-{i}", daemon=True).start()
+                self._started = True
+        self._queue.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            _run_logged(fn, args)
+
+
+def _run_logged(fn: Any, args: tuple[Any, ...]) -> None:
+    try:
+        fn(*args)
+    except Exception:  # a background step must not kill its thread
+        log.exception("emulator background task %r failed", fn)
 
 
 @dataclass
@@ -54,6 +117,8 @@ class Publisher:
 
     def __init__(self, emu: "WeChatEmulator") -> None:
         self.emu = emu
+        self.scheduler = Scheduler()
+        self.pushers = Workers(PUSH_WORKERS, "wechat-callback")
         self.reset()
 
     def reset(self) -> None:
@@ -62,8 +127,8 @@ class Publisher:
         self.mass: dict[str, dict[str, Any]] = {}
         #: Outcomes for the next submits (``next_outcome``), before ``settings.publish_outcome``.
         self.outcomes: collections.deque[tuple[int, list[int]]] = collections.deque()
+        self.pending: set[str] = set()
         self._ids = itertools.count(FIRST_PUBLISH_ID)
-        self._timers: list[threading.Timer] = []
 
     def endpoints(self) -> dict[str, tuple[str, Any]]:
         return {"freepublish/submit": ("POST", self.submit), "freepublish/get": ("POST", self.get),
@@ -81,20 +146,19 @@ class Publisher:
         job = PublishJob(str(publish_id), str(publish_id + 10**9), draft.articles,
                          time.monotonic() + s.publish_delay, outcome, fail_idx, create_time=now, update_time=now)
         self.jobs[job.publish_id] = job
+        self.pending.add(job.publish_id)
         self.emu.record("freepublish/submit", id=job.publish_id,
                         body={"media_id": draft.media_id, "articles": draft.articles})
-        timer = threading.Timer(s.publish_delay, self.finish, args=(job.publish_id,))
-        timer.daemon = True
-        timer.start()
-        self._timers.append(timer)
+        self.scheduler.call_later(s.publish_delay, self.finish, job.publish_id)
         return {"errcode": 0, "errmsg": "ok", "publish_id": job.publish_id, "msg_data_id": job.msg_data_id}
 
     def finish(self, publish_id: str) -> None:
-        """Move a due job from 1 to its outcome and push the event (timer thread or lazily)."""
+        """Move a due job from 1 to its outcome and push the event (scheduler thread or lazily)."""
         with self.emu.lock:
             job = self.jobs.get(publish_id)
             if job is None or job.status != 1 or time.monotonic() < job.due:
                 return
+            self.pending.discard(publish_id)
             job.status = job.outcome
             job.update_time = int(self.emu.clock.now())
             if job.status == 0:
@@ -106,12 +170,11 @@ class Publisher:
                                   "article_urls": job.urls, "fail_idx": job.fail_idx if job.status in (2, 4) else []})
             xml = event_xml(self.emu, job)
         if self.emu.settings.callback_url:
-            threading.Thread(target=self.push, args=(job.publish_id, xml), daemon=True).start()
+            self.pushers.submit(self.push, job.publish_id, xml)
 
     def _due(self) -> None:
-        for job in list(self.jobs.values()):
-            if job.status == 1 and time.monotonic() >= job.due:
-                self.finish(job.publish_id)
+        for publish_id in list(self.pending):
+            self.finish(publish_id)
 
     def ban(self, publish_id: str) -> None:
         """The platform bans every article of a published job (status 6)."""

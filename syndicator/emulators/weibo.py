@@ -147,6 +147,7 @@ class WeiboEmulator(Emulator):
 
     def reset_state(self) -> None:
         self.statuses: dict[int, Status] = {}
+        self.by_user: dict[int, list[Status]] = {}
         self.ip_counts: dict[tuple[str, int], int] = {}
         self.user_posts: dict[int, list[float]] = {}
         self._next_id = 4_900_000_000_000_000 + secrets.randbelow(10**12)
@@ -259,8 +260,8 @@ class WeiboEmulator(Emulator):
             raise WeiboError(10024, "statuses/share")
         if s.min_post_interval and posts and now - posts[-1] < s.min_post_interval:
             raise WeiboError(20016)
-        mine = [st for st in self.statuses.values() if st.uid == token.uid and not st.deleted]
-        if mine and mine[-1].text == text:
+        last = next((st for st in reversed(self.by_user.get(token.uid, [])) if not st.deleted), None)
+        if last is not None and last.text == text:
             raise WeiboError(20019)
         self._next_id += 1 + secrets.randbelow(1000)
         meta = None
@@ -269,6 +270,7 @@ class WeiboEmulator(Emulator):
                     "sha256": hashlib.sha256(pic.data).hexdigest(), "key": secrets.token_hex(12)}
         status = Status(self._next_id, token.uid, text, now, meta)
         self.statuses[status.id] = status
+        self.by_user.setdefault(token.uid, []).append(status)
         self.user_posts[token.uid] = posts + [now]
         self.record("statuses/share", id=str(status.id),
                     body={"text": text, "uid": token.uid, "rip": params["rip"], "pic": meta})

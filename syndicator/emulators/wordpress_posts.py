@@ -119,7 +119,7 @@ class Posts:
 
     def unique_slug(self, slug: str, post_id: int, kind: str = "post") -> str:
         taken = {p.slug for p in self.emu.items.values() if p.id != post_id and (kind == "attachment" or p.type == kind)}
-        candidate, n = slug, 2 if kind == "post" else 1
+        candidate, n = slug, 2
         while candidate in taken:
             candidate = f"{slug}-{n}"
             n += 1
