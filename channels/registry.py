@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 CHANNEL_TYPES: dict[str, str] = {
     "rss": "channels.rss:RSSChannel",
     "microsite": "channels.microsite:MicrositeChannel",
+    "portal": "channels.portal:PortalChannel",
+    "weibo": "channels.weibo:WeiboChannel",
 }
 
 

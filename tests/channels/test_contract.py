@@ -13,7 +13,12 @@ from channels.base import Channel, ChannelSettings, Rendition, capabilities
 
 TYPES = sorted(registry.CHANNEL_TYPES)
 #: Minimal valid settings per type, for building instances in the harness.
-SETTINGS = {"rss": {"title": "订阅"}, "microsite": {"title": "微站"}}
+SETTINGS = {
+    "rss": {"title": "订阅"},
+    "microsite": {"title": "微站"},
+    "portal": {"base_url": "http://127.0.0.1:1", "username": "u", "app_password": "x"},
+    "weibo": {"access_token": "x", "safe_domain": "127.0.0.1"},
+}
 
 
 @pytest.mark.parametrize("type_name", TYPES)
