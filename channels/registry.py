@@ -22,6 +22,7 @@ CHANNEL_TYPES: dict[str, str] = {
     "microsite": "channels.microsite:MicrositeChannel",
     "portal": "channels.portal:PortalChannel",
     "weibo": "channels.weibo:WeiboChannel",
+    "wechat": "channels.wechat:WeChatChannel",
 }
 
 

@@ -18,6 +18,7 @@ SETTINGS = {
     "microsite": {"title": "微站"},
     "portal": {"base_url": "http://127.0.0.1:1", "username": "u", "app_password": "x"},
     "weibo": {"access_token": "x", "safe_domain": "127.0.0.1"},
+    "wechat": {"appid": "wx0123456789abcdef", "secret": "s3cret"},
 }
 
 

@@ -1,0 +1,368 @@
+"""微信公众号: each article becomes a draft (`draft/add`) that is free-published (`freepublish/submit`).
+
+Publishing is asynchronous: `deliver` returns a pending receipt holding the `publish_id`; `poll`
+(`freepublish/get`) or the `PUBLISHJOBFINISH` push (`handle_callback`) reports how the job ended.
+No WeChat API edits a published article, so corrections are a new publish; `retract` deletes the
+article (index 1 only — index 0 would delete every article of the message).
+
+None of the create calls is idempotent. The `阅读原文` link (`content_source_url`) carries a marker
+`sid=<instance>-a<article>-r<revision>` that WeChat hands back in `draft/batchget` and
+`freepublish/batchget`, so a retry after an ambiguous failure finds what the last attempt left
+behind instead of posting twice (contract §1.7).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import html
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from markupsafe import Markup
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from channels.base import (ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Receipt, RenderContext,
+                           Rendition)
+from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, NotFound, OutcomeUnknown, PermanentError,
+                             Unavailable)
+from channels.wechat_api import WeChatAPI
+from channels.wechat_events import CallbackResult, as_list, check_signature, job_outcome, read_push
+from channels.wechat_html import ASSET_SRC, text_length, to_wechat_html
+
+#: Field limits of draft/add (contract §1.2, doc revision 2025-12-19).
+MAX_TITLE, MAX_AUTHOR, MAX_DIGEST = 32, 16, 128
+MAX_CONTENT_CHARS, MAX_CONTENT_BYTES = 20_000, 1024 * 1024
+MAX_SOURCE_URL_BYTES = 1024
+#: media/uploadimg takes JPEG/PNG under 1 MB; a cover (permanent image material) up to 10 MB.
+MAX_IMAGE_BYTES, MAX_COVER_BYTES = 1024 * 1024, 10 * 1024 * 1024
+#: Image types WeChat takes in articles: mime → (leading bytes, upload file extension).
+IMAGE_KINDS = {"image/jpeg": (b"\xff\xd8\xff", ".jpg"), "image/png": (b"\x89PNG\r\n\x1a\n", ".png")}
+#: Bytes an `asset:<sha256>` marker may grow by when replaced with an mmbiz URL (for the 1 MB check).
+URL_ALLOWANCE = 256
+#: How far back reconciliation pages through drafts / published messages (20 per page).
+RECONCILE_PAGES = 5
+#: How long the draft media_id made for a marker is remembered, for a reconcile after a lost answer.
+DRAFT_NOTE_TTL = 7 * 86400
+#: freepublish/delete index of our article: 1-based; 0 or omitted deletes every article of the message.
+RETRACT_INDEX = 1
+
+
+class WeChatChannel(Channel):
+    """Publishes each article as a one-article message of a WeChat Official Account."""
+
+    name = "wechat"
+    display_name = "微信公众号"
+    supports_update = False
+    supports_retract = True
+    reconcilable = True
+    settles_async = True
+    max_title_chars = MAX_TITLE
+    max_body_chars = MAX_CONTENT_CHARS
+    rate_limit = "per-API daily quota (45009, resets 00:00 CST) and per-minute quota (45011)"
+    requires = ("wechatpy",)
+
+    class Settings(ChannelSettings):
+        model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+        api_base: str = "https://api.weixin.qq.com/"
+        appid: str = Field(min_length=1)
+        secret: SecretStr
+        token_mode: Literal["stable", "classic"] = "stable"
+        #: Token of the callback URL (mp.weixin.qq.com → 基本配置 → 服务器配置).
+        callback_token: SecretStr | None = None
+        #: EncodingAESKey; set = safe mode (encrypted pushes only).
+        encoding_aes_key: SecretStr | None = None
+        author: str = Field("", max_length=MAX_AUTHOR)
+        #: Base of the 阅读原文 link (`<source_base><slug>.html`); default the micro-site page.
+        source_base: str | None = None
+        need_open_comment: bool = False
+        #: JPEG used as cover when an article has none; without it a coverless article is refused.
+        default_cover: str | None = None
+        timeout: float = Field(15, gt=0)
+
+        @field_validator("api_base", "source_base")
+        @classmethod
+        def _http_url(cls, value: str | None) -> str | None:
+            if value is not None and not re.match(r"https?://[^/\s]+", value):
+                raise ValueError("must be an absolute http(s) URL")
+            return value
+
+        @model_validator(mode="after")
+        def _aes_key_shape(self) -> WeChatChannel.Settings:
+            # Checked here, not in a field validator, so the error never echoes the key.
+            key = self.encoding_aes_key.get_secret_value() if self.encoding_aes_key else None
+            if key is not None and not _valid_aes_key(key):
+                raise ValueError("encoding_aes_key must be the 43-character EncodingAESKey from the MP console")
+            if key is not None and self.callback_token is None:
+                raise ValueError("encoding_aes_key needs callback_token as well")
+            return self
+
+    settings: WeChatChannel.Settings
+
+    def __init__(self, instance: str, settings: ChannelSettings, ports: Any) -> None:
+        super().__init__(instance, settings, ports)
+        self._client_api: WeChatAPI | None = None
+
+    # -- render (pure) -------------------------------------------------------------------------
+    def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
+        s = self.settings
+        stored = {a.sha256 for a in article.assets} | ({article.cover.sha256} if article.cover else set())
+        body = to_wechat_html(article.body_html, stored)
+        warnings, rejected = list(body.warnings), []
+        correction = None
+        if article.revision > 1:
+            revised = article.revised_at.astimezone(ctx.ports.timezone)
+            correction = {"text": (article.correction_note or "").strip() or "本文内容已更正。",
+                          "date": revised.strftime("%Y-%m-%d %H:%M")}
+        content = ctx.ports.templates.get_template("wechat/article.html").render(
+            body=Markup(body.html), correction=correction, unit=article.unit.strip())
+        title, author, digest = article.title.strip(), (s.author or article.author).strip(), article.summary.strip()
+        if not title:
+            rejected.append("title is empty (44003)")
+        if len(title) > MAX_TITLE:
+            rejected.append(f"title has {len(title)} characters; WeChat allows at most {MAX_TITLE} (45003)")
+        if len(author) > MAX_AUTHOR:
+            rejected.append(f"author has {len(author)} characters; WeChat allows at most {MAX_AUTHOR} (45110)")
+        if len(digest) > MAX_DIGEST:
+            rejected.append(f"digest (summary) has {len(digest)} characters; WeChat allows at most "
+                            f"{MAX_DIGEST} (45004)")
+        if not digest:
+            warnings.append("summary is empty; WeChat shows the first 54 characters of the body as digest")
+        chars = text_length(content)
+        size = len(content.encode()) + URL_ALLOWANCE * len(body.images)
+        if chars >= MAX_CONTENT_CHARS:
+            rejected.append(f"content has {chars} characters of text; WeChat needs fewer than "
+                            f"{MAX_CONTENT_CHARS} (45002)")
+        if size >= MAX_CONTENT_BYTES:
+            rejected.append(f"content is about {size} bytes; WeChat needs less than 1 MB (45002)")
+        images = []
+        for sha in body.images:
+            asset = article.asset(sha)
+            if asset is not None:  # to_wechat_html keeps stored images only
+                rejected.extend(_image_problems(asset, "image", MAX_IMAGE_BYTES))
+                images.append(_asset_json(asset))
+        cover: dict[str, Any] | None = None
+        if article.cover:
+            rejected.extend(_image_problems(article.cover, "cover", MAX_COVER_BYTES))
+            cover = _asset_json(article.cover)
+        elif s.default_cover:
+            cover = {"default": True}
+            warnings.append("article has no cover; the configured default_cover is used")
+        else:
+            rejected.append("article has no cover image and no default_cover is configured "
+                            "(WeChat news articles need one)")
+        sid = f"{self.instance}-a{article.article_id}-r{article.revision}"
+        link = (f"{s.source_base.rstrip('/')}/{article.slug}.html" if s.source_base
+                else ctx.ports.public_url(f"m/a/{article.slug}.html"))
+        source = f"{link}{'&' if '?' in link else '?'}sid={quote(sid, safe='')}"
+        if not re.match(r"https?://", source):
+            rejected.append(f"阅读原文 link {link[:60]} is not http(s): set source_base or site.base_url (41039)")
+        if len(source.encode()) > MAX_SOURCE_URL_BYTES:
+            rejected.append(f"阅读原文 link is longer than {MAX_SOURCE_URL_BYTES} bytes (41039)")
+        payload = {"sid": sid, "title": title, "author": author, "digest": digest, "content": content,
+                   "content_source_url": source, "need_open_comment": int(s.need_open_comment),
+                   "cover": cover, "images": images, "rejected": rejected}
+        assets = tuple(dict.fromkeys([*body.images, *([article.cover.sha256] if article.cover else [])]))
+        return Rendition(payload=payload, warnings=tuple(rejected + warnings), assets=assets)
+
+    # -- deliver --------------------------------------------------------------------------------
+    def deliver(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        p = rendition.payload
+        if p.get("rejected"):
+            raise ContentRejected("not sent to WeChat: " + "; ".join(p["rejected"]))
+        images = {m["sha256"]: self._checked(m, attempt.media.read(m["sha256"]), "image", MAX_IMAGE_BYTES)
+                  for m in p["images"]}
+        cover = self._cover_bytes(p["cover"], attempt)
+        api = self._api()
+        media_id: str | None = None
+        if attempt.reconcile:
+            found = self._reconcile(api, p["sid"])
+            if isinstance(found, Receipt):
+                return found
+            media_id = found
+        reused = media_id is not None
+        if media_id is None:
+            urls = {sha: api.upload_image(sha, *blob) for sha, blob in images.items()}
+            content = ASSET_SRC.sub(lambda m: f'src="{html.escape(urls[m.group(1)])}"', p["content"])
+            media_id = self._add_draft(api, p, content, cover)
+        try:
+            result = api.call("freepublish/submit", {"media_id": media_id}, ambiguous=True)
+        except ContentRejected as exc:
+            if reused and exc.code == 40007:  # the draft left the box since we listed it
+                raise OutcomeUnknown(f"draft for {p['sid']} vanished before it was submitted; it may have "
+                                     "been published — reconcile again") from None
+            raise
+        publish_id = result.get("publish_id")
+        if publish_id in (None, ""):
+            raise OutcomeUnknown(f"freepublish/submit answered without publish_id for {p['sid']}")
+        return Receipt(remote_id=str(publish_id), pending=True,
+                       detail={"media_id": media_id, "sid": p["sid"], "reused_draft": reused})
+
+    def _add_draft(self, api: WeChatAPI, p: dict[str, Any], content: str,
+                   cover: tuple[str, bytes, str, str]) -> str:
+        article = {"article_type": "news", "title": p["title"], "author": p["author"], "digest": p["digest"],
+                   "content": content, "content_source_url": p["content_source_url"],
+                   "thumb_media_id": api.add_cover(*cover), "need_open_comment": p["need_open_comment"],
+                   "only_fans_can_comment": 0}
+        try:
+            result = api.call("draft/add", {"articles": [article]}, ambiguous=True)
+        except ContentRejected as exc:
+            if exc.code != 40007:
+                raise
+            # The cached cover media_id was deleted from the material library: upload it again, once.
+            article["thumb_media_id"] = api.add_cover(*cover, fresh=True)
+            result = api.call("draft/add", {"articles": [article]}, ambiguous=True)
+        media_id = result.get("media_id")
+        if not media_id:
+            raise OutcomeUnknown(f"draft/add answered without media_id for {p['sid']}")
+        api.remember(f"draft:{p['sid']}", media_id, DRAFT_NOTE_TTL)
+        return media_id
+
+    def _reconcile(self, api: WeChatAPI, sid: str) -> Receipt | str | None:
+        """What an earlier attempt left: the published article, a draft to submit, or nothing."""
+        hit = _find_marked(api, "freepublish/batchget", sid)
+        if hit:
+            item, news = hit
+            return Receipt(remote_id=str(item["article_id"]), remote_url=news.get("url"),
+                           detail={"sid": sid, "reconciled": "published"})
+        noted = api.recall(f"draft:{sid}")
+        if noted:
+            try:
+                api.call("draft/get", {"media_id": noted})
+                return noted
+            except ContentRejected as exc:
+                if exc.code != 40007:
+                    raise
+            raise OutcomeUnknown(f"the draft made for {sid} was submitted, but no published article carries the "
+                                 "marker yet: the publish job may still be running (or failed) — checking again later")
+        hit = _find_marked(api, "draft/batchget", sid)
+        return str(hit[0]["media_id"]) if hit else None
+
+    # -- poll / retract --------------------------------------------------------------------------
+    def poll(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        if not attempt.remote_id:
+            raise NotFound("no publish_id to poll")
+        data = self._api().call("freepublish/get", {"publish_id": attempt.remote_id})
+        outcome = job_outcome(str(data.get("publish_id") or attempt.remote_id), data.get("publish_status"),
+                              data.get("article_id"), data.get("article_detail"), data.get("fail_idx"))
+        if outcome is None:
+            raise Unavailable(f"freepublish/get: unexpected publish_status {data.get('publish_status')!r}")
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
+
+    def retract(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        api = self._api()
+        article_id = attempt.remote_id
+        if not article_id:
+            hit = _find_marked(api, "freepublish/batchget", rendition.payload["sid"])
+            if not hit:
+                raise NotFound(f"no published WeChat article carries {rendition.payload['sid']}; nothing to retract")
+            article_id = str(hit[0]["article_id"])
+        try:
+            api.call("freepublish/delete", {"article_id": article_id, "index": RETRACT_INDEX})
+        except NotFound:  # 53600: already deleted
+            return Receipt(remote_id=article_id, detail={"already_gone": True})
+        return Receipt(remote_id=article_id, detail={"deleted_index": RETRACT_INDEX})
+
+    # -- callback (called by the core's web route) --------------------------------------------------
+    def verify_url(self, query: Mapping[str, str]) -> str:
+        """GET URL verification of the callback: check `signature`, return `echostr`."""
+        check_signature(_reveal(self.settings.callback_token), query)
+        echostr = query.get("echostr")
+        if echostr is None:
+            raise AuthInvalid("callback URL verification without echostr")
+        return echostr
+
+    def handle_callback(self, query: Mapping[str, str], body: bytes) -> CallbackResult:
+        """A verified push: PUBLISHJOBFINISH → the job's outcome (mapped as `poll` maps it); others
+        → job_id None. The reply is always `success`; bad signatures raise AuthInvalid."""
+        s = self.settings
+        return read_push(query, body, token=_reveal(s.callback_token), aes_key=_reveal(s.encoding_aes_key),
+                         appid=s.appid)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _api(self) -> WeChatAPI:
+        if self._client_api is None:
+            if self.ports.tokens is None:
+                raise PermanentError("the WeChat channel needs the shared token cache (ports.tokens)")
+            s = self.settings
+            self._client_api = WeChatAPI(api_base=s.api_base, appid=s.appid, secret=s.secret.get_secret_value(),
+                                         token_mode=s.token_mode, timeout=s.timeout, tokens=self.ports.tokens,
+                                         clock=self.ports.clock)
+        return self._client_api
+
+    def _cover_bytes(self, cover: dict[str, Any] | None, attempt: Attempt) -> tuple[str, bytes, str, str]:
+        if cover is None:
+            raise ContentRejected("not sent to WeChat: article has no cover image")
+        if cover.get("default"):
+            path = Path(self.settings.default_cover or "")
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise PermanentError(f"default_cover {path} cannot be read: {exc.strerror}") from None
+            meta = {"sha256": hashlib.sha256(data).hexdigest(), "mime": "image/jpeg", "filename": path.name}
+        else:
+            meta = cover
+            data = attempt.media.read(cover["sha256"])
+        blob, filename, mime = self._checked(meta, data, "cover", MAX_COVER_BYTES)
+        return meta["sha256"], blob, filename, mime
+
+    def _checked(self, meta: dict[str, Any], data: bytes, what: str, limit: int) -> tuple[bytes, str, str]:
+        """The bytes about to be uploaded, checked by content: JPEG or PNG and under `limit`."""
+        mime = next((m for m, (magic, _) in IMAGE_KINDS.items() if data.startswith(magic)), None)
+        name = meta.get("filename") or meta["sha256"][:12]
+        problems = [] if mime else [f"{what} {name} ({meta['mime']}) is not a JPEG or PNG file (40005)"]
+        problems += _image_problems(AssetRef(meta["sha256"], mime or meta["mime"], name, len(data)), what, limit)
+        if problems:
+            raise ContentRejected("not sent to WeChat: " + "; ".join(dict.fromkeys(problems)))
+        return data, f"{meta['sha256'][:16]}{IMAGE_KINDS[mime][1]}", mime
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _find_marked(api: WeChatAPI, path: str, sid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Page through draft/ or freepublish/batchget for the item whose first article carries `sid`."""
+    marker = re.compile(r"[?&]sid=" + re.escape(quote(sid, safe="")) + r"(?:[&#]|$)")
+    for page in range(RECONCILE_PAGES):
+        data = api.call(path, {"offset": page * 20, "count": 20, "no_content": 1})
+        items = as_list(data.get("item"))
+        for item in items:
+            news = as_list(((item or {}).get("content") or {}).get("news_item"))
+            first = news[0] if news and isinstance(news[0], dict) else {}
+            url = html.unescape(str(first.get("content_source_url") or ""))
+            if marker.search(url) and not first.get("is_deleted"):
+                return item, first
+        if len(items) < 20 or (page + 1) * 20 >= int(data.get("total_count") or 0):
+            return None
+    return None
+
+
+def _asset_json(asset: AssetRef) -> dict[str, Any]:
+    return {"sha256": asset.sha256, "mime": asset.mime, "filename": asset.filename, "size": asset.size}
+
+
+def _image_problems(asset: AssetRef | None, what: str, limit: int) -> list[str]:
+    if asset is None:
+        return [f"{what} is not stored with the article"]
+    name = asset.filename or asset.sha256[:12]
+    problems = []
+    if asset.mime not in IMAGE_KINDS:
+        problems.append(f"{what} {name} is {asset.mime}; WeChat takes JPEG or PNG (40005)")
+    if asset.size >= limit:
+        problems.append(f"{what} {name} is {asset.size} bytes; WeChat needs less than "
+                        f"{limit // (1024 * 1024)} MB (40009)")
+    return problems
+
+
+def _valid_aes_key(key: str) -> bool:
+    try:
+        return len(key) == 43 and len(base64.b64decode(key + "=", validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
