@@ -28,6 +28,11 @@ def shipped(tmp_path):
     port = free_port()
     config["serve"]["port"] = port
     config["site"]["base_url"] = f"http://127.0.0.1:{port}/"
+    # The sandbox emulators on free ports too, and the channels pointed at them.
+    for api, channel, key in (("wechat", "wechat_main", "api_base"), ("weibo", "weibo_main", "api_base"),
+                              ("wordpress", "portal", "base_url")):
+        config["sandbox"][f"{api}_port"] = free_port()
+        config["channels"][channel][key] = f"http://127.0.0.1:{config['sandbox'][f'{api}_port']}/"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     (tmp_path / "examples").symlink_to(REPO / "examples")
@@ -48,11 +53,25 @@ def test_run_then_publish_delivers_feed_and_page(shipped, chromium):
         article = REPO / "examples" / "articles" / "2026-winter-relief.md"
         out = subprocess.run([SYNDICATOR, "--config", str(shipped), "publish", str(article), "--wait", "60",
                               "--json"], cwd=shipped.parent, env=env, capture_output=True, text=True, timeout=90)
-        # Then it exits 0 with both channels delivered
+        # Then it exits 0 with all five channels delivered, each with a remote id and URL
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
         by_channel = {d["channel"]: d for d in data["deliveries"]}
-        assert {c: d["state"] for c, d in by_channel.items()} == {"rss_main": "delivered", "microsite": "delivered"}
+        assert {c: d["state"] for c, d in by_channel.items()} == {
+            c: "delivered" for c in ("rss_main", "microsite", "portal", "wechat_main", "weibo_main")}
+        assert all(d["remote_id"] and d["remote_url"] for d in by_channel.values())
+
+        # And each emulator applied exactly one post
+        sandbox = yaml.safe_load(shipped.read_text(encoding="utf-8"))["sandbox"]
+
+        def effects(api: str, op: str) -> list:
+            url = f"http://127.0.0.1:{sandbox[f'{api}_port']}/_emulator/ledger"
+            return [e for e in requests.get(url, timeout=10).json()["effects"] if e["op"] == op]
+        assert len(effects("wordpress", "posts/create")) == 1
+        assert len(effects("weibo", "statuses/share")) == 1
+        assert len(effects("wechat", "freepublish/submit")) == 1
+        assert len(effects("wechat", "draft/add")) == 1
+        assert by_channel["portal"]["remote_id"] == str(effects("wordpress", "posts/create")[0]["id"])
 
         # And the feed at its remote_url parses cleanly and holds the item
         feed_url = by_channel["rss_main"]["remote_url"]
@@ -82,7 +101,13 @@ def test_run_then_publish_delivers_feed_and_page(shipped, chromium):
         store = Store(load_config(shipped).db_url)
         with store.read() as s:
             assert s.scalar(select(Event.actor).where(Event.kind == "publish")) == "editor:wang"
+            # And the WeChat delivery went through "submitted" and was settled by the callback
+            wechat = s.execute(select(Event.from_state, Event.to_state, Event.actor).where(
+                Event.delivery_id == by_channel["wechat_main"]["id"]).order_by(Event.id)).all()
         store.dispose()
+        assert [(f, t) for f, t, _ in wechat] == [(None, "queued"), ("queued", "sending"),
+                                                  ("sending", "submitted"), ("submitted", "delivered")]
+        assert wechat[-1].actor == "wechat_main:callback"
     finally:
         # When Ctrl-C is pressed, Then everything stops cleanly
         run.send_signal(signal.SIGINT)
