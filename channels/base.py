@@ -143,6 +143,12 @@ class Ports:
     clock: Callable[[], datetime]
     #: The shared token cache (syndicator.tokens.TokenCache): get/set/delete and a refresh lock.
     tokens: Any = None
+    #: Folder of config.yaml: relative file paths in channel settings resolve against it.
+    base_dir: Path = Path(".")
+
+    def config_path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
 
     def public_url(self, relpath: str) -> str:
         """The URL a reader uses for a file under `public_dir`."""

@@ -300,7 +300,7 @@ class WeChatChannel(Channel):
         if cover is None:
             raise ContentRejected("not sent to WeChat: article has no cover image")
         if cover.get("default"):
-            path = Path(self.settings.default_cover or "")
+            path = self.ports.config_path(self.settings.default_cover or "")
             try:
                 data = path.read_bytes()
             except OSError as exc:

@@ -33,7 +33,8 @@ class Runtime:
         self.ports = Ports(public_dir=config.public_dir, site_url=config.site.base_url,
                            templates=template_env(config), timezone=ZoneInfo(config.site.timezone),
                            clock=clock, tokens=token_cache_for(config.token_cache_url, config.broker,
-                                                               config.var_dir))
+                                                               config.var_dir),
+                           base_dir=config.base_dir)
         self._channels: dict[str, Channel] = {}
         self._lock = threading.Lock()
         self._enqueuer: Enqueuer | None = None

@@ -127,8 +127,8 @@ class System:
         self.rt.store.migrate()
         self.processes: list[CeleryProcess] = []
 
-    def worker(self, **kw) -> CeleryProcess:
-        proc = CeleryProcess(self.config_path, "worker", **kw).start()
+    def worker(self, wait_ready: bool = True, **kw) -> CeleryProcess:
+        proc = CeleryProcess(self.config_path, "worker", **kw).start(wait_ready=wait_ready)
         self.processes.append(proc)
         return proc
 

@@ -111,7 +111,7 @@ def write_config(path: Path, *, database_url: str, broker_url: str, public: Path
         "site": {"name": "测试站", "base_url": site_url},
         "worker": {"pool": "threads", "concurrency": 8, "visibility_timeout": 3600},
         "delivery": {"lease_seconds": 4, "sweep_interval": 0.5, "requeue_after": 2, "max_countdown": 5,
-                     "max_attempts": 5, "backoff_factor": 0.5, "backoff_max": 2},
+                     "max_attempts": 5, "backoff_factor": 0.5, "backoff_max": 2, "poll_interval": 0.5},
         "channels": channels or {
             "rss_main": {"type": "rss", "title": "测试订阅", "items": 100},
             "microsite": {"type": "microsite", "title": "测试微站", "path": "m"},
