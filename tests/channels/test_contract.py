@@ -85,3 +85,35 @@ def test_settings_reject_unknown_keys(type_name):
 def test_unknown_type_is_reported_as_unavailable():
     with pytest.raises(registry.ChannelUnavailable, match="unknown channel type 'fax'"):
         registry.load_type("fax")
+
+
+#: Types that talk to a remote API over HTTP, with the settings key naming where.
+REMOTE = {"portal": "base_url", "weibo": "api_base", "wechat": "api_base"}
+#: Secret settings per type that must never show in repr or errors.
+SECRETS = {"portal": {"app_password": "PW-must-not-leak"}, "weibo": {"access_token": "TOKEN-must-not-leak"},
+           "wechat": {"secret": "SECRET-must-not-leak"}}
+
+
+def test_remote_types_are_listed_here():
+    assert {t for t in TYPES if t not in ("rss", "microsite")} == set(REMOTE)
+
+
+@pytest.mark.parametrize("type_name", sorted(REMOTE))
+def test_an_unreachable_remote_is_a_transient_error_that_names_no_secret(type_name, ports, render_ctx,
+                                                                        make_snapshot, media, tmp_path):
+    from channels.base import Attempt
+    from channels.errors import TransientError
+    from syndicator.tokens import FileTokenCache
+    from tests.support.services import free_port
+
+    cls = registry.load_type(type_name)
+    closed = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    settings = cls.Settings.model_validate({**SETTINGS[type_name], **SECRETS[type_name], REMOTE[type_name]: closed})
+    ports = type(ports)(**{**ports.__dict__, "tokens": FileTokenCache(tmp_path / "tokens")})
+    channel = cls(f"{type_name}_x", settings, ports)
+    cover = media.add_image("teal")
+    rendition = channel.render(make_snapshot(cover=cover), render_ctx)
+    with pytest.raises(TransientError) as err:
+        channel.deliver(rendition, Attempt(delivery_id=1, number=1, reconcile=False, remote_id=None, media=media))
+    secret = next(iter(SECRETS[type_name].values()))
+    assert secret not in str(err.value) and secret not in repr(settings)
