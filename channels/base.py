@@ -74,6 +74,8 @@ class ArticleSnapshot:
     expires_at: datetime | None = None
     correction_note: str | None = None
     canonical_url: str | None = None
+    #: Set on the snapshot a retract delivery renders: why the article was withdrawn.
+    retraction_reason: str | None = None
 
     def asset(self, sha256: str) -> AssetRef | None:
         for a in (*self.assets, *([self.cover] if self.cover else [])):
@@ -184,6 +186,10 @@ class Channel(ABC):
     #: deliver may return a pending receipt; `poll` (and a callback, where the channel has one)
     #: later reports the outcome.
     settles_async: ClassVar[bool] = False
+    #: What `update` does with a correction: "in_place" (same id and URL), "new_post" (a separate
+    #: correction post), "republish" (delete, then publish again: new URL) or "notice" (publish a
+    #: correction notice); a type may let each instance choose (see `correction_strategy`).
+    correction: ClassVar[str] = "in_place"
     max_title_chars: ClassVar[int | None] = None
     max_body_chars: ClassVar[int | None] = None
     #: Human-readable rate limit of the remote, if any.
@@ -220,9 +226,13 @@ class Channel(ABC):
         """
         raise NotImplementedError(f"{self.name} does not settle asynchronously")
 
+    def correction_strategy(self) -> str:
+        """How this instance applies corrections (instances may override the class default)."""
+        return self.correction
+
     def describe(self) -> dict[str, Any]:
         """Capabilities as a dict, for `syndicator channels` and the dashboard."""
-        return capabilities(type(self))
+        return {**capabilities(type(self)), "correction": self.correction_strategy()}
 
 
 def capabilities(cls: type[Channel]) -> dict[str, Any]:
@@ -233,6 +243,7 @@ def capabilities(cls: type[Channel]) -> dict[str, Any]:
         "supports_retract": cls.supports_retract,
         "reconcilable": cls.reconcilable,
         "settles_async": cls.settles_async,
+        "correction": cls.correction,
         "max_title_chars": cls.max_title_chars,
         "max_body_chars": cls.max_body_chars,
         "rate_limit": cls.rate_limit,

@@ -8,7 +8,8 @@
     ├── PermanentError          never retried automatically; the reason is shown to ops
     │   ├── ContentRejected     the remote refused this content (too long, forbidden markup …)
     │   ├── AuthInvalid         credentials are wrong or revoked: ops must act
-    │   └── NotFound            the remote object does not exist
+    │   ├── NotFound            the remote object does not exist
+    │   └── ManualActionRequired the API cannot do it: a person must (e.g. delete a Weibo post)
     └── OutcomeUnknown          a non-idempotent call may or may not have taken effect
 
 Adapters raise; they never return False and never swallow an error.
@@ -62,6 +63,15 @@ class AuthInvalid(PermanentError):
 
 class NotFound(PermanentError):
     """The remote object is gone."""
+
+
+class ManualActionRequired(PermanentError):
+    """The channel's API cannot do this; a person must, at `url` if given. Not a failure of ours:
+    the delivery waits in `manual` until ops confirm it is done."""
+
+    def __init__(self, message: str, *, url: str | None = None, code: str | int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.url = url
 
 
 class OutcomeUnknown(DeliveryError):
