@@ -81,6 +81,8 @@ class ArticleDraft:
     publish_at: datetime | None
     expires_at: datetime | None
     source: str
+    #: The slug was written in the front matter (not derived from the file name).
+    slug_given: bool = False
 
     @property
     def content_hash(self) -> str:
@@ -209,7 +211,7 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
         cover=cover, assets=tuple(assets.values()),
         publish_at=_aware(fm.publish_at, tz) if fm.publish_at else None,
         expires_at=_aware(fm.expires_at, tz) if fm.expires_at else None,
-        source=name,
+        source=name, slug_given=fm.slug is not None,
     )
 
 

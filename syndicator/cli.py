@@ -153,9 +153,65 @@ def _table(rows: list[dict[str, Any]]) -> None:
         return
     for d in rows:
         where = d["remote_url"] or ""
+        if d["state"] in ("queued", "retry_wait") and d.get("next_attempt_at"):
+            where = f"(due {d['next_attempt_at']}) {where}"
         err = f"  ! {d['error']}" if d["error"] else ""
         click.echo(f"  #{d['id']:<6} {d['channel']:<16} {d['operation']:<8} r{d['revision']:<3} "
                    f"{d['state']:<10} tries={d['attempts']:<2} {where}{err}")
+
+
+@cli.command()
+@click.argument("id_or_slug")
+@click.argument("file", type=click.Path())
+@click.option("--at", "at", metavar="WHEN", help="When to release it: an ISO time or +30m / +2h / +1d "
+              "(default: now).")
+@click.option("--note", help="The correction note shown on every channel (更正说明).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def correct(obj: Ctx, id_or_slug: str, file: str, at: str | None, note: str | None, as_json: bool) -> None:
+    """Correct an article with the content of FILE (a new revision, sent the way each channel allows)."""
+    from syndicator.articles import BadInput, read_article
+    from syndicator.editorial import correct as do_correct, parse_when
+    from syndicator.views import NotFoundError
+
+    rt = obj.runtime
+    try:
+        when = parse_when(at, now=rt.clock(), timezone=rt.config.site.timezone) if at else None
+        draft = read_article(file, max_image_bytes=rt.config.limits.max_image_bytes,
+                             max_body_chars=rt.config.limits.max_body_chars, timezone=rt.config.site.timezone)
+        result = do_correct(rt, id_or_slug, draft, note=note, at=when, actor=_actor())
+    except BadInput as exc:
+        _fail("\n".join(exc.problems))
+    except NotFoundError as exc:
+        _fail(str(exc))
+    _report_edit(obj, result, as_json)
+
+
+@cli.command()
+@click.argument("id_or_slug")
+@click.option("--reason", required=True, help="Why it is withdrawn (recorded, and shown where the channel can).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def retract(obj: Ctx, id_or_slug: str, reason: str, as_json: bool) -> None:
+    """Withdraw an article from every channel it reached; cancel what has not been sent."""
+    from syndicator.articles import BadInput
+    from syndicator.editorial import retract as do_retract
+    from syndicator.views import NotFoundError
+
+    try:
+        result = do_retract(obj.runtime, id_or_slug, reason=reason, actor=_actor())
+    except BadInput as exc:
+        _fail("\n".join(exc.problems))
+    except NotFoundError as exc:
+        _fail(str(exc))
+    _report_edit(obj, result, as_json)
+
+
+def _report_edit(obj: Ctx, result, as_json: bool) -> None:
+    click.echo(f"article {result.article_id} ({result.slug}): {result.message}", err=True)
+    for channel, why in result.skipped:
+        click.echo(f"  {channel}: skipped — {why}", err=True)
+    _show(obj, str(result.article_id), as_json)
 
 
 @cli.command()
@@ -169,7 +225,7 @@ def status(obj: Ctx, id_or_slug: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--state", type=click.Choice([s for s in (
-    "queued", "sending", "retry_wait", "delivered", "failed", "unknown", "cancelled")]))
+    "queued", "sending", "retry_wait", "submitted", "delivered", "failed", "unknown", "manual", "cancelled")]))
 @click.option("--channel", help="Only this channel instance.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -267,7 +323,8 @@ def channels(ctx: click.Context, as_json: bool) -> None:
         state = "suspended: " + (r["suspended_reason"] or "") if r["suspended"] else (
             "enabled" if r["enabled"] else "disabled")
         expiry = f"  credential expires {r['credential_expires_at']}" if r.get("credential_expires_at") else ""
-        click.echo(f"{r['name']:<16} {r['type']:<10} publish {flags:<15} {state}{expiry}")
+        correction = f"correction={r.get('correction', '?')}"
+        click.echo(f"{r['name']:<16} {r['type']:<10} publish {flags:<15} {correction:<22} {state}{expiry}")
 
 
 @channels.command("suspend")

@@ -68,6 +68,11 @@ class Article(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     #: Where the source came from (file path), for people reading the log.
     source: Mapped[str | None] = mapped_column(String(500))
+    #: End of a display window (公示期) of the current revision; the sweeper retracts it then.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retracted_by: Mapped[str | None] = mapped_column(String(64))
+    retraction_reason: Mapped[str | None] = mapped_column(Text)
 
     revisions: Mapped[list[Revision]] = relationship(back_populates="article", order_by="Revision.number")
 

@@ -16,15 +16,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 
 from channels.base import Attempt, Receipt, Rendition, RenderContext
-from channels.errors import AuthInvalid, DeliveryError, OutcomeUnknown, PermanentError, RateLimited
+from channels.errors import (
+    AuthInvalid,
+    DeliveryError,
+    ManualActionRequired,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+)
 from channels.registry import ChannelUnavailable, load_type
-from syndicator import faults, states
+from syndicator import editorial, faults, states
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
 from syndicator.channel_status import set_suspended, suspended
 from syndicator.models import ChannelStatus
 from syndicator.snapshot import StoreMedia, build_snapshot
-from syndicator.states import CLAIMABLE, Conflict, DeliveryState as S
+from syndicator.states import CLAIMABLE, PENDING, TERMINAL, Conflict, DeliveryState as S
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +69,12 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
         return "suspended"
     try:
         claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease))
+    except Blocked:
+        return "blocked"
     except Conflict:
         return "skipped"
+    if claim is None:
+        return S.CANCELLED.value
     log.info("delivery claimed", extra={"delivery_id": delivery_id, "channel": claim.channel,
                                         "article_id": claim.article_id, "attempt": claim.attempts})
     try:
@@ -75,7 +86,7 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
     if text is None:
         try:
             with rt.store.read() as session:
-                snapshot = build_snapshot(session, claim.revision_id)
+                snapshot = build_snapshot(session, claim.revision_id, claim.operation)
             rendition = channel.render(snapshot, RenderContext(now=now, ports=rt.ports))
         except Exception as exc:  # a render bug or a content problem: never retried blindly
             log.exception("render failed", extra={"delivery_id": delivery_id})
@@ -112,22 +123,52 @@ def _channel_suspended(rt: Runtime, delivery_id: int) -> bool:
             .where(Delivery.id == delivery_id)))
 
 
-def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime) -> Claim:
+class Blocked(Conflict):
+    """An earlier operation for the same article and channel has not finished yet."""
+
+
+def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime) -> Claim | None:
+    """Claim a due delivery — after every earlier one for its (article, channel) has finished.
+
+    An update or retract for a channel that never received the article is cancelled instead.
+    """
+    d = session.get(Delivery, delivery_id)
+    if d is None or d.state not in {s.value for s in CLAIMABLE}:
+        raise Conflict(f"delivery {delivery_id} is not claimable")
+    if d.next_attempt_at is not None and d.next_attempt_at > now:
+        raise Conflict(f"delivery {delivery_id} is not due until {d.next_attempt_at.isoformat()}")
+    ahead = session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.article_id == d.article_id, Delivery.channel == d.channel, Delivery.id < d.id,
+        Delivery.state.in_([s.value for s in PENDING])))
+    if ahead:
+        raise Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {d.channel}")
+    if d.operation in ("update", "retract") and _held_remote_id(session, d.article_id, d.channel) is None:
+        what = "update" if d.operation == "update" else "withdraw"
+        states.transition(session, delivery_id, S.CANCELLED, actor=actor, expect=CLAIMABLE, now=now,
+                          detail=f"the article never reached {d.channel}; nothing to {what} there")
+        return None
     states.transition(session, delivery_id, S.SENDING, actor=actor, expect=CLAIMABLE, due_by=now, now=now,
                       lease_expires_at=lease)
-    d = session.get(Delivery, delivery_id)
+    session.refresh(d)
     return Claim(d.id, d.article_id, d.channel, d.channel_type, d.operation, d.revision_id, d.rendition,
                  d.remote_id, d.reconcile, d.attempts)
 
 
+def _held_remote_id(session, article_id: int, channel: str) -> str | None:
+    """The id under which the channel holds the article now (last delivered publish or update)."""
+    return session.scalar(
+        select(Delivery.remote_id).where(
+            Delivery.article_id == article_id, Delivery.channel == channel,
+            Delivery.state == S.DELIVERED.value, Delivery.remote_id.is_not(None),
+            Delivery.operation != "retract").order_by(Delivery.id.desc()).limit(1))
+
+
 def _remote_id(rt: Runtime, claim: Claim) -> str | None:
     """For update/retract: the id the channel gave this article when it was last delivered."""
+    if claim.operation == "publish":
+        return None
     with rt.store.read() as session:
-        return session.scalar(
-            select(Delivery.remote_id).where(
-                Delivery.article_id == claim.article_id, Delivery.channel == claim.channel,
-                Delivery.state == S.DELIVERED.value, Delivery.remote_id.is_not(None),
-                Delivery.operation != "retract").order_by(Delivery.id.desc()).limit(1))
+        return _held_remote_id(session, claim.article_id, claim.channel)
 
 
 def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable: bool) -> str:
@@ -138,6 +179,9 @@ def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable:
         set_suspended(rt.store, claim.channel, True, reason=reason, actor="worker")
         return _settle(rt, claim, S.FAILED, f"{reason} — channel {claim.channel} suspended until an operator "
                                             "resumes it (`syndicator channels resume`)")
+    if isinstance(exc, ManualActionRequired):
+        where = f" at {exc.url}" if exc.url else ""
+        return _settle(rt, claim, S.MANUAL, f"manual action needed{where}: {exc.message}")
     if isinstance(exc, PermanentError):
         return _settle(rt, claim, S.FAILED, reason)
     if isinstance(exc, OutcomeUnknown) and not reconcilable:
@@ -180,18 +224,33 @@ def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, *, actor: str =
         return "lost"
     log.info("delivery settled", extra={"delivery_id": claim.id, "channel": claim.channel,
                                         "article_id": claim.article_id, "state": to.value, "error": error})
+    if to in TERMINAL:
+        _wake_successor(rt, claim)
     return to.value
+
+
+def _wake_successor(rt: Runtime, claim: Claim) -> None:
+    """Send the next waiting operation for the same article and channel now, not at the next sweep."""
+    with rt.store.read() as session:
+        successor = session.scalar(select(Delivery.id).where(
+            Delivery.article_id == claim.article_id, Delivery.channel == claim.channel, Delivery.id > claim.id,
+            Delivery.state.in_([s.value for s in CLAIMABLE]),
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= rt.clock()))
+            .order_by(Delivery.id).limit(1))
+    if successor is not None:
+        rt.enqueuer.forget(rt.enqueuer.enqueue([(successor, claim.channel)]))
 
 
 def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
     """Recover lost attempts and re-send stale messages. Safe to run concurrently (two beats)."""
     now = rt.clock()
     policy = rt.config.delivery
+    expired = editorial.expire_due(rt, now)
     recovered = 0
     with rt.store.read() as session:
-        expired = session.execute(select(Delivery.id, Delivery.channel_type, Delivery.attempts).where(
+        lost = session.execute(select(Delivery.id, Delivery.channel_type, Delivery.attempts).where(
             Delivery.state == S.SENDING.value, Delivery.lease_expires_at < now)).all()
-    for row in expired:
+    for row in lost:
         try:
             reconcilable = load_type(row.channel_type).reconcilable
         except ChannelUnavailable:
@@ -229,7 +288,7 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
     if due:
         rt.enqueuer.forget(rt.enqueuer.enqueue(due))
         log.info("sweeper re-sent deliveries", extra={"count": len(due)})
-    return {"recovered": recovered, "enqueued": len(due)}
+    return {"recovered": recovered, "enqueued": len(due), "expired": len(expired)}
 
 
 # -- asynchronous completion (submitted jobs) ---------------------------------------------------

@@ -76,7 +76,7 @@ def _publish_tx(session: Session, config: Config, draft: ArticleDraft, actor: st
     scheduled = draft.publish_at if draft.publish_at and draft.publish_at > now else None
     article = Article(slug=draft.slug, status="live", current_revision=1,
                       first_published_at=scheduled or now, created_at=now, created_by=actor,
-                      source=draft.source)
+                      source=draft.source, expires_at=draft.expires_at)
     session.add(article)
     session.flush()
     revision = Revision(

@@ -14,7 +14,7 @@ def _ref(asset) -> AssetRef:
                     width=asset.width, height=asset.height)
 
 
-def build_snapshot(session: Session, revision_id: int) -> ArticleSnapshot:
+def build_snapshot(session: Session, revision_id: int, operation: str = "publish") -> ArticleSnapshot:
     revision = session.get(Revision, revision_id)
     if revision is None:
         raise LookupError(f"revision {revision_id} does not exist")
@@ -31,6 +31,7 @@ def build_snapshot(session: Session, revision_id: int) -> ArticleSnapshot:
         first_published_at=article.first_published_at, revised_at=revision.created_at,
         publish_at=revision.publish_at, expires_at=revision.expires_at,
         correction_note=revision.note if revision.number > 1 else None,
+        retraction_reason=(article.retraction_reason or "") if operation == "retract" else None,
     )
 
 

@@ -7,6 +7,9 @@
       │  ▼              │ └────▶ submitted ──callback or poll──▶ delivered | failed | unknown
     cancelled           (never from sending: an attempt in flight finishes first)
 
+`manual` is for work the channel's API cannot do (deleting a Weibo post where the app may not):
+the delivery names what a person must do and waits until ops confirm it.
+
 `submitted` is for channels that accept a job and finish it later (WeChat's free-publish): the
 delivery waits there until the channel's callback or a poll settles it.
 
@@ -38,6 +41,7 @@ class DeliveryState(StrEnum):
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     SUBMITTED = "submitted"
+    MANUAL = "manual"
 
 
 S = DeliveryState
@@ -57,6 +61,9 @@ TRANSITIONS: dict[tuple[DeliveryState, DeliveryState], str] = {
     (S.SUBMITTED, S.DELIVERED): "the channel reported the job done (callback or poll)",
     (S.SUBMITTED, S.FAILED): "the channel reported the job failed",
     (S.SUBMITTED, S.UNKNOWN): "no completion was reported in time",
+    (S.SENDING, S.MANUAL): "the channel cannot do it through its API; a person must",
+    (S.MANUAL, S.DELIVERED): "an operator confirmed the manual action is done",
+    (S.MANUAL, S.CANCELLED): "an operator decided it is not needed",
     (S.FAILED, S.QUEUED): "an operator asked to retry",
     (S.FAILED, S.CANCELLED): "an operator gave up on it",
     (S.UNKNOWN, S.QUEUED): "an operator asked to retry (the attempt reconciles first)",
@@ -66,7 +73,9 @@ TRANSITIONS: dict[tuple[DeliveryState, DeliveryState], str] = {
 }
 
 #: States in which nothing more happens without an operator.
-TERMINAL = frozenset({S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED})
+TERMINAL = frozenset({S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.MANUAL})
+#: States that still hold a place in the per-(article, channel) order.
+PENDING = frozenset(set(S) - TERMINAL)
 #: States in which a worker may claim the delivery.
 CLAIMABLE = frozenset({S.QUEUED, S.RETRY_WAIT})
 #: States an operator's "retry" applies to.
@@ -130,7 +139,7 @@ def transition(
         values["delivered_at"] = now
         values["last_error"] = None
         values["reconcile"] = False
-    if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING):
+    if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING, S.MANUAL):
         values["next_attempt_at"] = None
     if to is S.SUBMITTED:
         values["reconcile"] = False

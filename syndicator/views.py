@@ -42,7 +42,9 @@ def article_status(session: Session, article: Article) -> dict[str, Any]:
                                  .order_by(Delivery.id)).all()
     return {
         "article": {"id": article.id, "slug": article.slug, "title": title,
-                    "revision": article.current_revision, "status": article.status},
+                    "revision": article.current_revision, "status": article.status,
+                    "expires_at": article.expires_at.isoformat() if article.expires_at else None,
+                    "retraction_reason": article.retraction_reason},
         "deliveries": [delivery_json(d) for d in deliveries],
     }
 
@@ -82,6 +84,7 @@ def channel_matrix(rt) -> list[dict[str, Any]]:
             cls = load_type(entry.type)
             row.update(capabilities(cls))
             settings = cls.Settings.model_validate(entry.model_extra or {})
+            row["correction"] = rt.channel(name).correction_strategy()
             expires = getattr(settings, "token_expires_at", None)
             row["credential_expires_at"] = expires.isoformat() if expires else None
         except ChannelUnavailable as exc:
