@@ -139,8 +139,10 @@ class MicrositeChannel(Channel):
                "tags": [{"text": t, "key": tag_key(t)} for t in tags]})
         media = [{"sha256": a.sha256, "mime": a.mime, "filename": a.filename, "size": a.size}
                  for a in used.values()]
-        return Rendition(payload={"slug": article.slug, "page": page, "entry": entry, "media": media},
-                         warnings=tuple(warnings), assets=tuple(used))
+        payload: dict[str, Any] = {"slug": article.slug, "page": page, "entry": entry, "media": media}
+        if article.retraction_reason is not None:  # a retract rendition: the withdrawal page shows why
+            payload["reason"] = article.retraction_reason.strip() or None
+        return Rendition(payload=payload, warnings=tuple(warnings), assets=tuple(used))
 
     # -- I/O -----------------------------------------------------------------------------------
 
@@ -165,7 +167,8 @@ class MicrositeChannel(Channel):
         return self.deliver(rendition, attempt)
 
     def retract(self, rendition: Rendition, attempt: Attempt) -> Receipt:
-        """Swap the page for a withdrawal notice and drop the article from every listing."""
+        """Swap the page for a withdrawal notice (title, date and, if given, `payload["reason"]`,
+        the snapshot's retraction reason) and drop the article from every listing."""
         payload = rendition.payload
         slug = _check_slug(attempt.remote_id or payload.get("slug") or payload["entry"]["slug"])
         site = self.site_dir

@@ -2,10 +2,17 @@
 
 A status is 【标题】摘要 followed by the article link, at most 140 字 as Weibo counts them
 (`weibo_length`). The summary is shortened to fit; the link is never cut. Weibo accepts the post
-only if the link is on the app's 安全域名 (`safe_domain`). Weibo has no edit API, so corrections
-are new posts (the core decides when; a snapshot with a correction note renders 【更正】…).
+only if the link is on the app's 安全域名 (`safe_domain`).
+
+Weibo has no edit API (contract §2.4), so `update` applies a correction as a new post
+(`correction = "new_post"`): a snapshot with a correction note renders 【更正】【标题】说明 <link>, and
+`update` shares it, then, with `delete_on_correction`, deletes the old post. A correction never
+fails because the old post cannot be deleted (destroy closed to the app, or its id unknown): the
+receipt then says `old_post_kept` and where a person deletes it by hand (`manual_delete_url`).
+
 `retract` uses `2/statuses/destroy`. Ordinary apps may not be allowed to call it. In that case a
-person must delete the post by hand (`ManualRemovalRequired`).
+person must delete the post by hand: `ManualRemovalRequired`, a `ManualActionRequired` carrying the
+post's URL, which the core turns into a manual task.
 
 Receipts carry the status object's `idstr` as remote_id and `https://weibo.com/<user.idstr>/<idstr>`
 as remote_url.
@@ -16,7 +23,7 @@ retry sends the identical status, and Weibo answers a repeat of the account's la
 unknown (`UnavailableAfterSend`) and the core retries with `attempt.reconcile`. On that retry 20019
 (or the "similar content" 20017) means the earlier attempt was posted. Weibo does not say which
 post matched, so the receipt's remote_id is `UNKNOWN_ID` with `detail={"already_posted": True}`.
-A later retract of that post needs a person.
+A later retract of that post needs a person. `update` reconciles the same way.
 """
 from __future__ import annotations
 
@@ -28,8 +35,8 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -38,8 +45,8 @@ from urllib3.exceptions import NewConnectionError
 
 from channels.base import (ArticleSnapshot, Attempt, Channel, ChannelSettings, Ports, Receipt,
                            RenderContext, Rendition)
-from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, OutcomeUnknown, PermanentError,
-                             RateLimited, Unavailable)
+from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, ManualActionRequired, OutcomeUnknown,
+                             PermanentError, RateLimited, Unavailable)
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +116,9 @@ class UnavailableAfterSend(Unavailable, OutcomeUnknown):
     """
 
 
-class ManualRemovalRequired(PermanentError):
-    """Weibo will not delete this post for the app (or its id is unknown): a person must delete it."""
-
-    def __init__(self, message: str, *, url: str | None, code: str | int | None = None) -> None:
-        super().__init__(message, code=code)
-        self.url = url
+class ManualRemovalRequired(ManualActionRequired):
+    """Weibo will not delete this post for the app (or its id is unknown): a person must delete it,
+    at `url` when the id is known. The core parks the delivery as a manual task."""
 
 
 def weibo_length(text: str) -> int:
@@ -134,6 +138,16 @@ def weibo_length(text: str) -> int:
 
 def _units(text: str) -> int:
     return sum(1 if ord(ch) < 128 else 2 for ch in text)
+
+
+def _known(remote_id: str | None) -> TypeGuard[str]:
+    """Whether `remote_id` is a real status id (not None or UNKNOWN_ID), which destroy can use."""
+    return bool(remote_id) and remote_id.isdigit()
+
+
+def profile_url(uid: str) -> str:
+    """The account's timeline, where a person finds a post whose id is unknown."""
+    return f"https://weibo.com/u/{uid}"
 
 
 def post_url(idstr: str, uid: str | None = None) -> str:
@@ -199,13 +213,16 @@ class _Answer:
 
 
 class WeiboChannel(Channel):
-    """Posts each article as one Weibo status with a link to the article, and deletes it on retract."""
+    """Posts each article as one Weibo status with a link to the article, a correction as a new
+    【更正】 status (deleting the old one), and deletes the post on retract."""
 
     name = "weibo"
     display_name = "微博"
-    supports_update = False
+    supports_update = True
     supports_retract = True
     reconcilable = True
+    #: No edit API: a correction is a separate 【更正】 post (contract §2.4).
+    correction = "new_post"
     #: The longest title a status keeps whole: 140 字 less 【】, the space and the link (10 字).
     max_title_chars = 127
     #: The whole status, link included, in 字 as `weibo_length` counts them.
@@ -230,6 +247,9 @@ class WeiboChannel(Channel):
         with_cover: bool = True
         #: Seconds to wait for Weibo (connect and read).
         timeout: float = Field(15, gt=0, le=300)
+        #: After posting a correction, delete the post it corrects (statuses/destroy). Where Weibo
+        #: will not, the old post stays and the receipt names it for deletion by hand.
+        delete_on_correction: bool = True
 
         @field_validator("api_base")
         @classmethod
@@ -363,6 +383,46 @@ class WeiboChannel(Channel):
 
     def deliver(self, rendition: Rendition, attempt: Attempt) -> Receipt:
         """Share the stored status exactly as rendered, with the cover as `pic` if there is one."""
+        receipt, _uid = self._share(rendition, attempt)
+        return receipt
+
+    def update(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        """Apply a correction: share the stored 【更正】 status as a new post, then, with
+        `delete_on_correction`, delete the post it corrects (`attempt.remote_id`).
+
+        The new post is the correction; once it is up, the old one's fate never fails the update
+        (a retry would only repost). If Weibo will not delete the old post, or its id is unknown, or
+        the delete fails, the receipt's detail says `old_post_kept` with a `manual_delete_url`.
+        """
+        receipt, uid = self._share(rendition, attempt)
+        old = attempt.remote_id
+        detail: dict[str, Any] = {**receipt.detail, "old_post_id": old}
+        if not self.settings.delete_on_correction:
+            detail["old_post_deleted"] = False
+        elif not _known(old):
+            detail.update(old_post_kept=True, manual_delete_url=profile_url(uid) if uid else None,
+                          delete_error=f"the old post's id is unknown ({old!r}), so it cannot be deleted "
+                                       "through the API; a person must find it on the account's timeline")
+        else:
+            try:
+                gone = self._destroy(old)
+            except DeliveryError as exc:
+                url = exc.url if isinstance(exc, ManualActionRequired) and exc.url else post_url(old)
+                log.warning("weibo correction posted; the old post could not be deleted",
+                            extra={"instance": self.instance, "delivery_id": attempt.delivery_id,
+                                   "remote_id": old, "error": str(exc)})
+                detail.update(old_post_kept=True, manual_delete_url=url, delete_error=str(exc))
+            else:
+                detail["old_post_deleted"] = True
+                if gone:
+                    detail["old_post_already_gone"] = True
+        return replace(receipt, detail=detail)
+
+    def _share(self, rendition: Rendition, attempt: Attempt) -> tuple[Receipt, str | None]:
+        """statuses/share with the stored status; the receipt and the account's uid, if Weibo said.
+
+        On a reconciling attempt, Weibo's "repeat content" means the earlier attempt was posted.
+        """
         self._check_token()
         cover = rendition.payload.get("cover")
         files = None
@@ -378,37 +438,44 @@ class WeiboChannel(Channel):
         if code == SERVER_SLOW:
             log.warning("weibo accepted the status but is slow to store it",
                         extra={"instance": self.instance, "delivery_id": attempt.delivery_id})
-            return Receipt(remote_id=UNKNOWN_ID, detail={"server_slow": True, "code": code, "error": text})
+            return Receipt(remote_id=UNKNOWN_ID, detail={"server_slow": True, "code": code, "error": text}), None
         if attempt.reconcile and code in DUPLICATE:
             log.warning("weibo reports the status as already posted; its id is unknown",
                         extra={"instance": self.instance, "delivery_id": attempt.delivery_id, "code": code})
-            return Receipt(remote_id=UNKNOWN_ID, detail={"already_posted": True, "code": code, "error": text})
+            return Receipt(remote_id=UNKNOWN_ID, detail={"already_posted": True, "code": code, "error": text}), None
         raise self._error(answer, SHARE, share=True)
 
     def retract(self, rendition: Rendition, attempt: Attempt) -> Receipt:
         """Delete the post. If it is already gone, that counts as success. If Weibo will not
         delete it, `ManualRemovalRequired` is raised."""
         remote_id = attempt.remote_id
-        if not remote_id or not remote_id.isdigit():
+        if not _known(remote_id):
             raise ManualRemovalRequired(
                 f"weibo {self.instance}: the post's id is unknown ({remote_id!r}; Weibo reported it as posted "
                 "without an id), so it cannot be deleted through the API; a person must find it on the "
                 "account's timeline and delete it by hand", url=None)
+        if self._destroy(remote_id):
+            return Receipt(remote_id=remote_id, detail={"already_gone": True})
+        return Receipt(remote_id=remote_id, detail={"deleted": True})
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _destroy(self, remote_id: str) -> bool:
+        """statuses/destroy one post: False once deleted, True if it was already gone (20101).
+        `ManualRemovalRequired` if Weibo will not delete it for this app."""
         self._check_token()
         answer = self._post(DESTROY, {"id": remote_id}, None, share=False)
         code = answer.code
         if code is None:
-            return Receipt(remote_id=remote_id, detail={"deleted": True})
+            return False
         if code == GONE:
-            return Receipt(remote_id=remote_id, detail={"already_gone": True})
+            return True
         if code in (10014, 20102):
             url = post_url(remote_id)
             raise ManualRemovalRequired(
                 f"weibo {self.instance}: Weibo will not delete the post for this app "
                 f"({self._vendor_text(answer)}); a person must delete it by hand at {url}", url=url, code=code)
         raise self._error(answer, DESTROY, share=False)
-
-    # -- internals -------------------------------------------------------------------------------
 
     def _check_token(self) -> None:
         expires = self.settings.token_expires_at
@@ -450,7 +517,7 @@ class WeiboChannel(Channel):
             return answer  # a result, or Weibo's own error, which the caller reads for its operation
         raise self._http_error(answer, url, share)
 
-    def _posted(self, answer: _Answer) -> Receipt:
+    def _posted(self, answer: _Answer) -> tuple[Receipt, str | None]:
         body = answer.body or {}
         idstr = str(body.get("idstr") or body.get("id") or "")
         if not idstr:
@@ -461,7 +528,7 @@ class WeiboChannel(Channel):
         log.info("weibo status posted", extra={"instance": self.instance, "remote_id": idstr})
         return Receipt(remote_id=idstr, remote_url=post_url(idstr, uid),
                        detail={"mid": body.get("mid"), "created_at": body.get("created_at"),
-                               "picture": body.get("original_pic")})
+                               "picture": body.get("original_pic")}), uid
 
     def _error(self, answer: _Answer, endpoint: str, *, share: bool) -> DeliveryError:
         """The classified error for a Weibo error answer (contract §2.2)."""

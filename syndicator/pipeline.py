@@ -113,7 +113,8 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
         due = rt.clock() + timedelta(seconds=rt.config.delivery.poll_interval)
         return _settle(rt, claim, S.SUBMITTED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url,
                        next_attempt_at=due, enqueued_at=None, last_error=None)
-    return _settle(rt, claim, S.DELIVERED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url)
+    return _settle(rt, claim, S.DELIVERED, None, note=receipt.detail or None, remote_id=receipt.remote_id,
+                   remote_url=receipt.remote_url)
 
 
 def _channel_suspended(rt: Runtime, delivery_id: int) -> bool:
@@ -212,12 +213,14 @@ def backoff(attempt: int, factor: float, maximum: float, jitter: bool) -> float:
 
 
 def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, *, actor: str = "worker",
-            expect: S = S.SENDING, **fields) -> str:
+            expect: S = S.SENDING, note: dict | None = None, **fields) -> str:
+    """Move a claimed delivery to its outcome; `error` (or else the receipt's `note`) goes in the event."""
     if error is not None:
         fields["last_error"] = error
     try:
         rt.store.run_write(lambda s: states.transition(s, claim.id, to, actor=actor, expect={expect},
-                                                       detail=error, now=rt.clock(), **fields))
+                                                       detail=error if error is not None else note,
+                                                       now=rt.clock(), **fields))
     except Conflict as exc:
         log.warning("delivery moved while we held it (lease expired?)", extra={"delivery_id": claim.id,
                                                                                "error": str(exc)})
@@ -337,7 +340,7 @@ def poll(rt: Runtime, delivery_id: int, *, actor: str = "poller") -> str:
 def settle_submitted(rt: Runtime, claim: Claim, outcome: Receipt | DeliveryError, *, actor: str) -> str:
     """Record how a submitted job ended (from a poll or the channel's callback)."""
     if isinstance(outcome, Receipt):
-        return _settle(rt, claim, S.DELIVERED, None, actor=actor, expect=S.SUBMITTED,
+        return _settle(rt, claim, S.DELIVERED, None, actor=actor, expect=S.SUBMITTED, note=outcome.detail or None,
                        remote_id=outcome.remote_id, remote_url=outcome.remote_url)
     return _settle(rt, claim, S.FAILED, f"{type(outcome).__name__}: {outcome}", actor=actor, expect=S.SUBMITTED)
 

@@ -282,6 +282,33 @@ def test_update_keeps_the_sequence_and_replaces_the_content(site, media, render_
     assert "第1号通知（修订）" not in read(site.site_dir / "page/2.html")
 
 
+def test_a_correction_shows_a_dated_notice_and_updates_every_listing(site, media, render_ctx, article):
+    # Given two published articles sharing a tag
+    publish(site, media, article(1), render_ctx)
+    publish(site, media, article(2), render_ctx)
+    # When article 1 is corrected: new title and summary, a note, revised the next day
+    fixed = article(1, revision=2, title="第1号通知（更正后）", summary="更正后的摘要：申请截止日期延至12月31日。",
+                    correction_note="原文截止日期“12月1日”应为“12月31日”。",
+                    revised_at=datetime(2026, 11, 26, 2, 15, tzinfo=timezone.utc))
+    receipt = site.update(site.render(fixed, render_ctx), attempt(media, remote_id="a-0001"))
+    # Then the page carries the dated notice (Asia/Shanghai) above the corrected title
+    page = read(site.site_dir / "a/a-0001.html")
+    assert "更正说明" in page and "原文截止日期“12月1日”应为“12月31日”。" in page
+    assert '<time datetime="2026-11-26T10:15:00+08:00">2026-11-26 10:15</time>' in page
+    assert page.index("更正说明") < page.index('<h1 class="article-title">第1号通知（更正后）</h1>')
+    # And the front page, its archive page and the tag pages list the new title and summary in its old place
+    for listing in ("index.html", "page/1.html", f"tag/{tag_key('社会救助')}/index.html",
+                    f"tag/{tag_key('社会救助')}/page/1.html"):
+        text = read(site.site_dir / listing)
+        assert "第1号通知（更正后）" in text and "更正后的摘要：申请截止日期延至12月31日。" in text, listing
+        assert "要求各市州摸清底数" not in text.split("第1号通知（更正后）")[1], listing  # old summary gone
+        assert text.index("第2号通知") < text.index("第1号通知（更正后）"), listing
+        assert '<time datetime="2026-11-01">2026-11-01</time>' in text, listing  # first-published date kept
+    assert receipt.detail["seq"] == 1 and receipt.remote_id == "a-0001"
+    with sqlite3.connect(site.site_dir / ".index.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM articles").fetchone()[0] == 2
+
+
 def test_a_removed_tag_drops_from_that_tags_pages(site, media, render_ctx, article):
     # Given an article tagged 社会救助 and 冬春救助
     publish(site, media, article(1, tags=("社会救助", "冬春救助")), render_ctx)
@@ -320,6 +347,35 @@ def test_retract_writes_a_withdrawal_page_and_drops_the_article_everywhere(site,
     before = files_of(site.site_dir)
     site.retract(retraction, attempt(media, remote_id="a-0002"))
     assert files_of(site.site_dir) == before
+
+
+def test_retract_shows_the_reason_from_the_snapshot_and_the_date(site, media, render_ctx, article):
+    # Given a published article
+    publish(site, media, article(1), render_ctx)
+    publish(site, media, article(2), render_ctx)
+    # When the core renders the retract from a snapshot carrying the reason (with markup in it)
+    retraction = site.render(article(2, retraction_reason=" 数据有误<b>待核实</b>，\n暂停发布 "), render_ctx)
+    assert retraction.payload["reason"] == "数据有误<b>待核实</b>，\n暂停发布"
+    site.retract(retraction, attempt(media, remote_id="a-0002"))
+    # Then the withdrawal page names the article, the reason (as text) and when (Asia/Shanghai)
+    page = read(site.site_dir / "a/a-0002.html")
+    assert "《第2号通知》" in page and "撤回原因：数据有误&lt;b&gt;待核实&lt;/b&gt;，\n暂停发布" in page
+    assert '<time datetime="2026-11-25T16:00:00+08:00">2026-11-25 16:00</time>' in page
+    assert "<b>待核实</b>" not in page and "近日，省民政厅召开" not in page
+    # And the .gone marker holds the same time, and the listings drop the article
+    assert read(site.site_dir / "a/a-0002.gone").strip() == "2026-11-25T16:00:00+08:00"
+    assert "第2号通知" not in read(site.site_dir / "index.html")
+
+
+def test_a_retraction_without_a_reason_shows_no_reason_line(site, media, render_ctx, article):
+    publish(site, media, article(1), render_ctx)
+    assert "reason" not in site.render(article(1), render_ctx).payload  # a publish carries none
+    retraction = site.render(article(1, retraction_reason="  "), render_ctx)  # the core sends "" when none was given
+    assert retraction.payload["reason"] is None
+    site.retract(retraction, attempt(media, remote_id="a-0001"))
+    page = read(site.site_dir / "a/a-0001.html")
+    assert "已撤回" in page and "撤回原因" not in page
+    assert (site.site_dir / "a/a-0001.gone").is_file()
 
 
 def test_retracting_something_absent_is_success(site, media):

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from channels import registry
 from channels.base import Attempt, Channel, Ports, Receipt, RenderContext, Rendition
-from channels.errors import (AuthInvalid, ContentRejected, OutcomeUnknown, PermanentError, RateLimited,
-                             TransientError, Unavailable)
+from channels.errors import (AuthInvalid, ContentRejected, ManualActionRequired, OutcomeUnknown, PermanentError,
+                             RateLimited, TransientError, Unavailable)
 from channels.weibo import UNKNOWN_ID, ManualRemovalRequired, WeiboChannel, _shorten, weibo_length
 from syndicator.emulators.server import EmulatorServer
 from syndicator.emulators.weibo import ERRORS as EMULATOR_TEXTS
@@ -31,6 +31,7 @@ UID = 5000000001
 SAFE = "example.gov.cn"
 LINK_BASE = "https://www.example.gov.cn/m/a/"
 SHARE_PATH = "/2/statuses/share.json"
+DESTROY_PATH = "/2/statuses/destroy.json"
 #: The conftest clock: 2026-11-25 08:00:00 UTC, exactly on the hour.
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 
@@ -71,6 +72,14 @@ class Remote:
 
     def share_requests(self) -> list[dict[str, Any]]:
         return self.ledger.requests(path=SHARE_PATH)
+
+    def destroyed(self) -> list[str]:
+        """Ids of the posts Weibo deleted, in order."""
+        return [e["id"] for e in self.ledger.effects(op="statuses/destroy")]
+
+    def live(self) -> list[str]:
+        """Texts of the account's posts that are still up."""
+        return [st.text for st in self.emu.by_user.get(UID, []) if not st.deleted]
 
 
 @pytest.fixture
@@ -272,16 +281,17 @@ def test_settings_defaults_normalisation_and_capabilities(ports):
     s = WeiboChannel.Settings.model_validate({"access_token": "t", "safe_domain": " Example.GOV.cn. ",
                                               "api_base": "http://127.0.0.1:9/", "link_base": "https://m.example.gov.cn/a",
                                               "token_expires_at": "2026-12-01T00:00:00+08:00"})
-    assert (s.safe_domain, s.api_base, s.link_base, s.rip, s.with_cover, s.timeout) == (
-        "example.gov.cn", "http://127.0.0.1:9/", "https://m.example.gov.cn/a/", "127.0.0.1", True, 15)
+    assert (s.safe_domain, s.api_base, s.link_base, s.rip, s.with_cover, s.timeout, s.delete_on_correction) == (
+        "example.gov.cn", "http://127.0.0.1:9/", "https://m.example.gov.cn/a/", "127.0.0.1", True, 15, True)
     assert WeiboChannel.Settings(access_token="t", safe_domain=SAFE).api_base == "https://api.weibo.com/"
     with pytest.raises(ValidationError):
         s.rip = "10.0.0.1"  # frozen
     info = WeiboChannel("w", s, ports).describe()
     assert info["token_expires_at"] == "2026-12-01T00:00:00+08:00" and info["token_expired"] is False
-    assert (info["supports_update"], info["supports_retract"], info["reconcilable"]) == (False, True, True)
+    assert (info["supports_update"], info["supports_retract"], info["reconcilable"]) == (True, True, True)
+    assert info["correction"] == "new_post" and WeiboChannel.correction == "new_post"
     assert info["rate_limit"] == "30 posts/hour per user" and info["max_body_chars"] == 140
-    assert WeiboChannel.update is Channel.update and WeiboChannel.retract is not Channel.retract
+    assert WeiboChannel.update is not Channel.update and WeiboChannel.retract is not Channel.retract
 
 
 # -- share -------------------------------------------------------------------------------------
@@ -439,15 +449,123 @@ def test_retract_when_destroy_is_closed_to_the_app_asks_for_manual_removal(trial
     with pytest.raises(ManualRemovalRequired, match="by hand at https://m.weibo.cn/status/") as caught:
         channel.retract(r, trial.attempt(remote_id=posted.remote_id))
     assert caught.value.url == f"https://m.weibo.cn/status/{posted.remote_id}" and caught.value.code == 10014
+    assert isinstance(caught.value, ManualActionRequired)  # the core parks it as a manual task
     assert "Insufficient app permissions" in str(caught.value)
     assert remote.ledger.effects(op="statuses/destroy") == []
 
 
 def test_retract_of_a_post_whose_id_is_unknown_asks_for_manual_removal_without_calling(trial, remote):
     channel = trial.channel()
-    with pytest.raises(ManualRemovalRequired, match="by hand"):
+    with pytest.raises(ManualActionRequired, match="by hand") as caught:
         channel.retract(trial.rendition(channel), trial.attempt(remote_id=UNKNOWN_ID))
+    assert isinstance(caught.value, ManualRemovalRequired) and caught.value.url is None
     assert remote.ledger.requests() == []
+
+
+# -- corrections (update) ------------------------------------------------------------------------
+
+NOTE = "原文“3月”应为“11月”。"
+
+
+def corrected(trial: Trial, channel: WeiboChannel) -> Rendition:
+    return trial.rendition(channel, revision=2, correction_note=NOTE)
+
+
+def test_a_correction_is_a_new_post_and_the_old_post_is_deleted(trial, remote):
+    channel = trial.channel()
+    # Given the article went out
+    original = trial.rendition(channel)
+    posted = channel.deliver(original, trial.attempt())
+    # When its correction is applied, with the id the core holds for the article
+    fix = corrected(trial, channel)
+    receipt = channel.update(fix, trial.attempt(remote_id=posted.remote_id))
+    # Then a second post says 【更正】 with the note and the link, exactly as rendered
+    first, second = remote.posts()
+    assert first["id"] == posted.remote_id
+    assert second["body"]["text"] == fix.payload["status"]
+    assert second["body"]["text"].startswith("【更正】") and NOTE in second["body"]["text"]
+    assert second["body"]["text"].endswith(" " + LINK_BASE + "2026-winter-relief.html")
+    assert receipt.remote_id == second["id"] != posted.remote_id
+    assert receipt.remote_url == f"https://weibo.com/{UID}/{second['id']}"
+    # And the old post was destroyed; only the correction is still up
+    assert remote.destroyed() == [posted.remote_id]
+    assert remote.live() == [fix.payload["status"]]
+    assert receipt.detail["old_post_id"] == posted.remote_id and receipt.detail["old_post_deleted"] is True
+    assert "old_post_kept" not in receipt.detail
+
+
+def test_a_correction_keeps_the_old_post_and_says_so_when_destroy_is_closed_to_the_app(trial, remote):
+    # Given an app that may not call statuses/destroy
+    remote.emu.settings.destroy_available = False
+    channel = trial.channel()
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    # When the correction is applied
+    receipt = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    # Then the correction is posted and delivered, and the receipt asks for the old post to be deleted by hand
+    assert len(remote.posts()) == 2 and receipt.remote_id == remote.posts()[1]["id"]
+    assert len(remote.ledger.requests(path=DESTROY_PATH)) == 1 and remote.destroyed() == []
+    assert receipt.detail["old_post_kept"] is True
+    assert receipt.detail["manual_delete_url"] == f"https://m.weibo.cn/status/{posted.remote_id}"
+    assert "10014" in receipt.detail["delete_error"] and "by hand" in receipt.detail["delete_error"]
+    assert len(remote.live()) == 2
+
+
+def test_a_correction_whose_old_post_id_is_unknown_keeps_it_without_calling_destroy(trial, remote):
+    channel = trial.channel()
+    receipt = channel.update(corrected(trial, channel), trial.attempt(remote_id=UNKNOWN_ID))
+    assert len(remote.posts()) == 1 and remote.ledger.requests(path=DESTROY_PATH) == []
+    assert receipt.detail["old_post_kept"] is True
+    assert receipt.detail["manual_delete_url"] == f"https://weibo.com/u/{UID}"  # the timeline to look through
+    assert "unknown" in receipt.detail["delete_error"]
+
+
+def test_a_correction_stands_when_deleting_the_old_post_fails(trial, remote):
+    # Given destroy fails with a server error (a retry would only post the correction again)
+    channel = trial.channel()
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    remote.emu.faults.force(10001, path=DESTROY_PATH)
+    receipt = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    assert len(remote.posts()) == 2 and remote.destroyed() == []
+    assert receipt.detail["old_post_kept"] is True and "[10001]" in receipt.detail["delete_error"]
+    assert receipt.detail["manual_delete_url"] == f"https://m.weibo.cn/status/{posted.remote_id}"
+
+
+def test_a_correction_after_the_old_post_is_already_gone_is_fine(trial, remote):
+    channel = trial.channel()
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    channel.retract(trial.rendition(channel), trial.attempt(remote_id=posted.remote_id))
+    receipt = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    assert receipt.detail["old_post_deleted"] is True and receipt.detail["old_post_already_gone"] is True
+    assert len(remote.ledger.requests(path=DESTROY_PATH)) == 2 and remote.destroyed() == [posted.remote_id]
+
+
+def test_delete_on_correction_off_leaves_the_old_post_alone(trial, remote):
+    channel = trial.channel(delete_on_correction=False)
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    receipt = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    assert len(remote.posts()) == 2 and remote.ledger.requests(path=DESTROY_PATH) == []
+    assert receipt.detail["old_post_deleted"] is False and "old_post_kept" not in receipt.detail
+
+
+def test_timeout_on_the_correction_then_a_reconciling_retry_posts_it_once(trial, remote):
+    channel = trial.channel(timeout=0.5)
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    fix = corrected(trial, channel)
+    # Given Weibo applies the correction share but the answer is lost
+    remote.emu.faults.update(hang=True, hang_seconds=10, after_apply=True)
+    with pytest.raises(OutcomeUnknown, match="may have been posted"):
+        channel.update(fix, trial.attempt(remote_id=posted.remote_id))
+    remote.emu.faults.clear()
+    assert len(remote.posts()) == 2 and remote.ledger.requests(path=DESTROY_PATH) == []
+    # When the pipeline retries with reconcile=True and the identical rendition
+    receipt = channel.update(fix, trial.attempt(reconcile=True, number=2, remote_id=posted.remote_id))
+    # Then Weibo's "repeat content" counts as posted: one correction, and the old post is deleted
+    assert len(remote.posts()) == 2
+    assert receipt.remote_id == UNKNOWN_ID and receipt.detail["already_posted"] is True
+    assert remote.destroyed() == [posted.remote_id] and remote.live() == [fix.payload["status"]]
+    # While an ordinary (non-reconciling) repeat is refused as a duplicate
+    with pytest.raises(ContentRejected, match="duplicate"):
+        channel.update(fix, trial.attempt(remote_id=posted.remote_id))
 
 
 # -- tokens --------------------------------------------------------------------------------------
