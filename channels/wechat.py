@@ -2,13 +2,19 @@
 
 Publishing is asynchronous: `deliver` returns a pending receipt holding the `publish_id`; `poll`
 (`freepublish/get`) or the `PUBLISHJOBFINISH` push (`handle_callback`) reports how the job ended.
-No WeChat API edits a published article, so corrections are a new publish; `retract` deletes the
-article (index 1 only — index 0 would delete every article of the message).
+No WeChat API edits a published article (contract §1.6), so `update` applies a correction the way
+the instance's `correction` setting says: "republish" deletes the published article (index 1 only —
+index 0 would delete every article of the message) and publishes the corrected revision, with its
+更正说明 at the top, as a new article (new article_id and URL); "notice" keeps the original and
+publishes a short 「更正」 article linking to it. `retract` deletes the article (index 1 only).
 
 None of the create calls is idempotent. The `阅读原文` link (`content_source_url`) carries a marker
 `sid=<instance>-a<article>-r<revision>` that WeChat hands back in `draft/batchget` and
 `freepublish/batchget`, so a retry after an ambiguous failure finds what the last attempt left
-behind instead of posting twice (contract §1.7).
+behind instead of posting twice (contract §1.7). A correction notice carries
+`sid=<instance>-a<article>-r<revision>-notice`. A republish deletes the old article before it creates
+the new draft, so a reconcile that finds the new revision's marker (published or draft) knows the
+delete is done and neither deletes nor publishes again.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import binascii
 import hashlib
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -49,6 +55,18 @@ RECONCILE_PAGES = 5
 DRAFT_NOTE_TTL = 7 * 86400
 #: freepublish/delete index of our article: 1-based; 0 or omitted deletes every article of the message.
 RETRACT_INDEX = 1
+#: Title prefix of a correction notice article.
+NOTICE_PREFIX = "「更正」"
+#: Suffix of a correction notice's marker (after the revision's own marker).
+NOTICE_SID_SUFFIX = "-notice"
+#: Stand-in for the original article's URL in a rendered notice; deliver puts the real URL there.
+ORIGINAL_URL_MARK = "wechat:original-article-url"
+#: Our marker: instance and article, then revision, then the notice suffix for a correction notice.
+_SID = re.compile(r"(?P<article>.+-a\d+)-r(?P<revision>\d+)(?:" + re.escape(NOTICE_SID_SUFFIX) + ")?")
+#: A 阅读原文 link carrying a correction notice's marker.
+_NOTICE_MARKER = re.compile(r"[?&]sid=[^&#]*" + re.escape(NOTICE_SID_SUFFIX) + r"(?:[&#]|$)")
+#: `update`'s step before draft/add: (api, content) → (content to send, receipt details).
+Prepare = Callable[[WeChatAPI, str], tuple[str, dict[str, Any]]]
 
 
 class WeChatChannel(Channel):
@@ -56,10 +74,12 @@ class WeChatChannel(Channel):
 
     name = "wechat"
     display_name = "微信公众号"
-    supports_update = False
+    supports_update = True
     supports_retract = True
     reconcilable = True
     settles_async = True
+    #: The default; each instance chooses with its `correction` setting (see `correction_strategy`).
+    correction = "republish"
     max_title_chars = MAX_TITLE
     max_body_chars = MAX_CONTENT_CHARS
     rate_limit = "per-API daily quota (45009, resets 00:00 CST) and per-minute quota (45011)"
@@ -82,6 +102,9 @@ class WeChatChannel(Channel):
         need_open_comment: bool = False
         #: JPEG used as cover when an article has none; without it a coverless article is refused.
         default_cover: str | None = None
+        #: How `update` applies a correction: "republish" deletes the published article and publishes
+        #: the corrected one (new URL); "notice" keeps it and publishes a 「更正」 notice linking to it.
+        correction: Literal["republish", "notice"] = "republish"
         timeout: float = Field(15, gt=0)
 
         @field_validator("api_base", "source_base")
@@ -107,6 +130,9 @@ class WeChatChannel(Channel):
         super().__init__(instance, settings, ports)
         self._client_api: WeChatAPI | None = None
 
+    def correction_strategy(self) -> str:
+        return self.settings.correction
+
     # -- render (pure) -------------------------------------------------------------------------
     def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
         s = self.settings
@@ -114,7 +140,7 @@ class WeChatChannel(Channel):
         body = to_wechat_html(article.body_html, stored)
         warnings, rejected = list(body.warnings), []
         correction = None
-        if article.revision > 1:
+        if article.revision > 1 or (article.correction_note or "").strip():
             revised = article.revised_at.astimezone(ctx.ports.timezone)
             correction = {"text": (article.correction_note or "").strip() or "本文内容已更正。",
                           "date": revised.strftime("%Y-%m-%d %H:%M")}
@@ -125,53 +151,86 @@ class WeChatChannel(Channel):
             rejected.append("title is empty (44003)")
         if len(title) > MAX_TITLE:
             rejected.append(f"title has {len(title)} characters; WeChat allows at most {MAX_TITLE} (45003)")
-        if len(author) > MAX_AUTHOR:
-            rejected.append(f"author has {len(author)} characters; WeChat allows at most {MAX_AUTHOR} (45110)")
+        author_problems = ([f"author has {len(author)} characters; WeChat allows at most {MAX_AUTHOR} (45110)"]
+                           if len(author) > MAX_AUTHOR else [])
+        rejected += author_problems
         if len(digest) > MAX_DIGEST:
             rejected.append(f"digest (summary) has {len(digest)} characters; WeChat allows at most "
                             f"{MAX_DIGEST} (45004)")
         if not digest:
             warnings.append("summary is empty; WeChat shows the first 54 characters of the body as digest")
-        chars = text_length(content)
-        size = len(content.encode()) + URL_ALLOWANCE * len(body.images)
-        if chars >= MAX_CONTENT_CHARS:
-            rejected.append(f"content has {chars} characters of text; WeChat needs fewer than "
-                            f"{MAX_CONTENT_CHARS} (45002)")
-        if size >= MAX_CONTENT_BYTES:
-            rejected.append(f"content is about {size} bytes; WeChat needs less than 1 MB (45002)")
+        rejected += _content_problems(content, len(body.images))
         images = []
         for sha in body.images:
             asset = article.asset(sha)
             if asset is not None:  # to_wechat_html keeps stored images only
                 rejected.extend(_image_problems(asset, "image", MAX_IMAGE_BYTES))
                 images.append(_asset_json(asset))
-        cover: dict[str, Any] | None = None
-        if article.cover:
-            rejected.extend(_image_problems(article.cover, "cover", MAX_COVER_BYTES))
-            cover = _asset_json(article.cover)
-        elif s.default_cover:
-            cover = {"default": True}
-            warnings.append("article has no cover; the configured default_cover is used")
-        else:
-            rejected.append("article has no cover image and no default_cover is configured "
-                            "(WeChat news articles need one)")
+        cover, cover_problems, cover_warnings = self._render_cover(article)
+        rejected += cover_problems
+        warnings += cover_warnings
         sid = f"{self.instance}-a{article.article_id}-r{article.revision}"
         link = (f"{s.source_base.rstrip('/')}/{article.slug}.html" if s.source_base
                 else ctx.ports.public_url(f"m/a/{article.slug}.html"))
-        source = f"{link}{'&' if '?' in link else '?'}sid={quote(sid, safe='')}"
-        if not re.match(r"https?://", source):
-            rejected.append(f"阅读原文 link {link[:60]} is not http(s): set source_base or site.base_url (41039)")
-        if len(source.encode()) > MAX_SOURCE_URL_BYTES:
-            rejected.append(f"阅读原文 link is longer than {MAX_SOURCE_URL_BYTES} bytes (41039)")
+        source, source_problems = _source_url(link, sid)
+        rejected += source_problems
         payload = {"sid": sid, "title": title, "author": author, "digest": digest, "content": content,
                    "content_source_url": source, "need_open_comment": int(s.need_open_comment),
                    "cover": cover, "images": images, "rejected": rejected}
+        if correction is not None:
+            # What `update` needs for either strategy; the strategy is fixed here so that every
+            # attempt of the delivery applies the correction the same way.
+            payload["correction_strategy"] = s.correction
+            payload["notice"] = self._render_notice(article, ctx, correction, title, author, link,
+                                                    cover, cover_problems + author_problems)
+            if s.correction == "notice" and payload["notice"]["rejected"]:
+                warnings += [f"correction notice: {r}" for r in payload["notice"]["rejected"]]
         assets = tuple(dict.fromkeys([*body.images, *([article.cover.sha256] if article.cover else [])]))
         return Rendition(payload=payload, warnings=tuple(rejected + warnings), assets=assets)
 
+    def _render_cover(self, article: ArticleSnapshot) -> tuple[dict[str, Any] | None, list[str], list[str]]:
+        """The cover as the payload names it, what is wrong with it, and warnings."""
+        if article.cover:
+            return _asset_json(article.cover), _image_problems(article.cover, "cover", MAX_COVER_BYTES), []
+        if self.settings.default_cover:
+            return {"default": True}, [], ["article has no cover; the configured default_cover is used"]
+        return None, ["article has no cover image and no default_cover is configured "
+                      "(WeChat news articles need one)"], []
+
+    def _render_notice(self, article: ArticleSnapshot, ctx: RenderContext, correction: dict[str, str], title: str,
+                       author: str, link: str, cover: dict[str, Any] | None, problems: list[str]) -> dict[str, Any]:
+        """The 「更正」 article of the "notice" strategy, shaped like the payload `deliver` sends.
+
+        Its content links to the original article through ORIGINAL_URL_MARK: the original's URL is
+        known only to the remote, so `update` looks it up and puts it in.
+        """
+        room = MAX_TITLE - len(NOTICE_PREFIX)
+        short = title if len(title) <= room else title[:room - 1] + "…"
+        published = article.first_published_at.astimezone(ctx.ports.timezone)
+        content = ctx.ports.templates.get_template("wechat/correction_notice.html").render(
+            title=title, text=correction["text"], date=correction["date"],
+            published=f"{published.year}年{published.month}月{published.day}日",
+            original_url=Markup(ORIGINAL_URL_MARK), unit=article.unit.strip())
+        digest = f"更正：{correction['text']}"
+        digest = digest if len(digest) <= MAX_DIGEST else digest[:MAX_DIGEST - 1] + "…"
+        sid = f"{self.instance}-a{article.article_id}-r{article.revision}{NOTICE_SID_SUFFIX}"
+        source, source_problems = _source_url(link, sid)
+        problems = problems + source_problems + _content_problems(content, 1)
+        return {"sid": sid, "title": NOTICE_PREFIX + short, "author": author, "digest": digest, "content": content,
+                "content_source_url": source, "need_open_comment": int(self.settings.need_open_comment),
+                "cover": cover, "images": [], "rejected": list(dict.fromkeys(problems))}
+
     # -- deliver --------------------------------------------------------------------------------
     def deliver(self, rendition: Rendition, attempt: Attempt) -> Receipt:
-        p = rendition.payload
+        return self._publish(rendition.payload, attempt)
+
+    def _publish(self, p: dict[str, Any], attempt: Attempt, prepare: Prepare | None = None) -> Receipt:
+        """Draft + submit of payload `p`, or what an earlier attempt left behind when reconciling.
+
+        `prepare(api, content)` runs once nothing of `p` was found remotely, after the uploads and right
+        before `draft/add`: it may act remotely (delete the old article) and returns the content to send
+        plus details for the receipt.
+        """
         if p.get("rejected"):
             raise ContentRejected("not sent to WeChat: " + "; ".join(p["rejected"]))
         images = {m["sha256"]: self._checked(m, attempt.media.read(m["sha256"]), "image", MAX_IMAGE_BYTES)
@@ -185,9 +244,13 @@ class WeChatChannel(Channel):
                 return found
             media_id = found
         reused = media_id is not None
+        detail: dict[str, Any] = {}
         if media_id is None:
             urls = {sha: api.upload_image(sha, *blob) for sha, blob in images.items()}
             content = ASSET_SRC.sub(lambda m: f'src="{html.escape(urls[m.group(1)])}"', p["content"])
+            if prepare is not None:
+                api.add_cover(*cover)  # upload before prepare acts, so little can fail after it
+                content, detail = prepare(api, content)
             media_id = self._add_draft(api, p, content, cover)
         try:
             result = api.call("freepublish/submit", {"media_id": media_id}, ambiguous=True)
@@ -200,7 +263,69 @@ class WeChatChannel(Channel):
         if publish_id in (None, ""):
             raise OutcomeUnknown(f"freepublish/submit answered without publish_id for {p['sid']}")
         return Receipt(remote_id=str(publish_id), pending=True,
-                       detail={"media_id": media_id, "sid": p["sid"], "reused_draft": reused})
+                       detail={"media_id": media_id, "sid": p["sid"], "reused_draft": reused, **detail})
+
+    # -- update (corrections) --------------------------------------------------------------------
+    def update(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        """Apply a correction; `attempt.remote_id` is the article_id of the article being corrected.
+
+        "republish": delete that article (index 1), then publish the corrected revision as a new article.
+        "notice": keep it and publish the 「更正」 notice linking to it. Either way the receipt is pending
+        on the new publish job, which `poll` / the callback settle with the new article_id and URL.
+        """
+        p = rendition.payload
+        strategy = p.get("correction_strategy") or self.correction_strategy()
+        if strategy == "notice":
+            notice = p.get("notice")
+            if not notice:
+                raise ContentRejected("this rendition carries no correction notice (it was rendered from a first "
+                                      "revision without a correction note)")
+            return self._publish(notice, attempt,
+                                 lambda api, content: self._link_original(api, notice["sid"], attempt, content))
+        return self._publish(p, attempt, lambda api, content: self._delete_replaced(api, p["sid"], attempt, content))
+
+    def _delete_replaced(self, api: WeChatAPI, sid: str, attempt: Attempt,
+                         content: str) -> tuple[str, dict[str, Any]]:
+        """Delete the article a republish replaces: `attempt.remote_id`, else the newest of an earlier revision."""
+        old = attempt.remote_id
+        if not old:
+            hit = _find_earlier(api, sid)
+            old = str(hit[0]["article_id"]) if hit else None
+        if not old:
+            return content, {"replaced": None}
+        try:
+            api.call("freepublish/delete", {"article_id": old, "index": RETRACT_INDEX})
+        except NotFound:  # 53600: already deleted (by an earlier attempt or by hand)
+            return content, {"replaced": old, "already_gone": True}
+        return content, {"replaced": old, "deleted_index": RETRACT_INDEX}
+
+    def _link_original(self, api: WeChatAPI, sid: str, attempt: Attempt, content: str) -> tuple[str, dict[str, Any]]:
+        """Put the original article's URL into the notice's content."""
+        article_id, url = self._original(api, sid, attempt.remote_id)
+        return content.replace(ORIGINAL_URL_MARK, html.escape(url)), {"original": article_id, "original_url": url}
+
+    def _original(self, api: WeChatAPI, sid: str, remote_id: str | None) -> tuple[str, str]:
+        """article_id and URL of the live article a notice corrects.
+
+        `remote_id` unless it is gone or is itself a notice (the last delivery of a notice-mode
+        correction); then the newest live article carrying an earlier revision's marker.
+        """
+        if remote_id:
+            try:
+                data = api.call("freepublish/getarticle", {"article_id": remote_id})
+            except NotFound:  # 53600
+                data = {}
+            news = [n for n in as_list(data.get("news_item")) if isinstance(n, dict)]
+            first = news[0] if news else {}
+            url = str(first.get("url") or "").strip()
+            source = html.unescape(str(first.get("content_source_url") or ""))
+            if url and not first.get("is_deleted") and not _NOTICE_MARKER.search(source):
+                return remote_id, url
+        hit = _find_earlier(api, sid)
+        if hit and str(hit[1].get("url") or "").strip():
+            return str(hit[0]["article_id"]), str(hit[1]["url"]).strip()
+        raise NotFound(f"the WeChat article to correct ({remote_id or 'no article_id on record'}) is gone and no "
+                       "live article of an earlier revision was found: the correction notice has nothing to link to")
 
     def _add_draft(self, api: WeChatAPI, p: dict[str, Any], content: str,
                    cover: tuple[str, bytes, str, str]) -> str:
@@ -330,6 +455,27 @@ def _reveal(secret: SecretStr | None) -> str | None:
 def _find_marked(api: WeChatAPI, path: str, sid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Page through draft/ or freepublish/batchget for the item whose first article carries `sid`."""
     marker = re.compile(r"[?&]sid=" + re.escape(quote(sid, safe="")) + r"(?:[&#]|$)")
+    return _scan(api, path, lambda url: bool(marker.search(url)))
+
+
+def _find_earlier(api: WeChatAPI, sid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The newest live published article carrying the marker of an earlier revision of `sid`'s article
+    (correction notices excluded)."""
+    parts = _SID.fullmatch(sid)
+    if parts is None:
+        return None
+    revision = int(parts.group("revision"))
+    marker = re.compile(r"[?&]sid=" + re.escape(quote(parts.group("article"), safe="")) + r"-r(\d+)(?:[&#]|$)")
+
+    def earlier(url: str) -> bool:
+        found = marker.search(url)
+        return found is not None and int(found.group(1)) < revision
+    return _scan(api, "freepublish/batchget", earlier)
+
+
+def _scan(api: WeChatAPI, path: str, match: Callable[[str], bool]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Page through draft/ or freepublish/batchget (newest first) for the first live item whose first
+    article's 阅读原文 link satisfies `match`."""
     for page in range(RECONCILE_PAGES):
         data = api.call(path, {"offset": page * 20, "count": 20, "no_content": 1})
         items = as_list(data.get("item"))
@@ -337,11 +483,35 @@ def _find_marked(api: WeChatAPI, path: str, sid: str) -> tuple[dict[str, Any], d
             news = as_list(((item or {}).get("content") or {}).get("news_item"))
             first = news[0] if news and isinstance(news[0], dict) else {}
             url = html.unescape(str(first.get("content_source_url") or ""))
-            if marker.search(url) and not first.get("is_deleted"):
+            if match(url) and not first.get("is_deleted"):
                 return item, first
         if len(items) < 20 or (page + 1) * 20 >= int(data.get("total_count") or 0):
             return None
     return None
+
+
+def _source_url(link: str, sid: str) -> tuple[str, list[str]]:
+    """The 阅读原文 link carrying the marker `sid`, and what WeChat would refuse about it."""
+    source = f"{link}{'&' if '?' in link else '?'}sid={quote(sid, safe='')}"
+    problems = []
+    if not re.match(r"https?://", source):
+        problems.append(f"阅读原文 link {link[:60]} is not http(s): set source_base or site.base_url (41039)")
+    if len(source.encode()) > MAX_SOURCE_URL_BYTES:
+        problems.append(f"阅读原文 link is longer than {MAX_SOURCE_URL_BYTES} bytes (41039)")
+    return source, problems
+
+
+def _content_problems(content: str, urls: int) -> list[str]:
+    """Content limits of draft/add; `urls` markers will each grow by up to URL_ALLOWANCE bytes."""
+    problems = []
+    chars = text_length(content)
+    size = len(content.encode()) + URL_ALLOWANCE * urls
+    if chars >= MAX_CONTENT_CHARS:
+        problems.append(f"content has {chars} characters of text; WeChat needs fewer than "
+                        f"{MAX_CONTENT_CHARS} (45002)")
+    if size >= MAX_CONTENT_BYTES:
+        problems.append(f"content is about {size} bytes; WeChat needs less than 1 MB (45002)")
+    return problems
 
 
 def _asset_json(asset: AssetRef) -> dict[str, Any]:

@@ -96,8 +96,10 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
             update(Delivery).where(Delivery.id == delivery_id, Delivery.rendition.is_(None)).values(rendition=text)))
     rendition = Rendition.from_json(text)
 
+    # Update and retract act on what the channel holds now; a publish knows only its own id.
+    held = claim.remote_id if claim.operation == "publish" else _remote_id(rt, claim)
     job = Attempt(delivery_id=delivery_id, number=claim.attempts, reconcile=claim.reconcile,
-                  remote_id=claim.remote_id or _remote_id(rt, claim), media=StoreMedia(rt.store))
+                  remote_id=held, media=StoreMedia(rt.store))
     operation = {"publish": channel.deliver, "update": channel.update, "retract": channel.retract}[claim.operation]
     faults.checkpoint("before_deliver")
     try:

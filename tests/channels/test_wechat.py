@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,158 @@ def test_a_banned_article_reads_as_removed(make_channel, article, media, emu):
     emu.ban(job.remote_id)
     with pytest.raises(NotFound, match="系统封禁"):
         channel.poll(r, attempt(media, remote_id=job.remote_id))
+
+
+# -- corrections (update) -----------------------------------------------------------------------------
+NOTE = "第三段救助标准由每月500元更正为每月550元。"
+#: 14:15 in Shanghai, when the correction was made.
+REVISED = datetime(2026, 11, 25, 6, 15, tzinfo=timezone.utc)
+
+
+def corrected(article, revision=2, **over):
+    return article(revision=revision, content_hash=f"h{revision}", correction_note=NOTE, revised_at=REVISED, **over)
+
+
+def published_original(channel, emu, media, snap) -> Receipt:
+    r = render(channel, snap)
+    return settle(channel, emu, r, media, channel.deliver(r, attempt(media)))
+
+
+def remote_article(channel, article_id: str) -> dict:
+    """What freepublish/getarticle says about one published article (its only news item)."""
+    return channel._api().call("freepublish/getarticle", {"article_id": article_id})["news_item"][0]
+
+
+def test_republish_deletes_index_1_of_the_old_article_and_publishes_the_correction_anew(make_channel, article,
+                                                                                        media, emu):
+    channel = make_channel()
+    old = published_original(channel, emu, media, article())
+    r = render(channel, corrected(article))
+    # When the correction is applied to the article the channel holds
+    job = channel.update(r, attempt(media, remote_id=old.remote_id))
+    # Then the old article was deleted, index 1 only, before the corrected draft was made …
+    assert job.pending and job.detail["replaced"] == old.remote_id
+    assert posted(emu, "freepublish/delete") == [{"article_id": old.remote_id, "index": 1}]
+    [deleted] = emu.ledger.effects(op="freepublish/delete")
+    assert deleted["id"] == old.remote_id and deleted["body"]["index"] == 1
+    assert deleted["seq"] < emu.ledger.last("draft/add")["seq"]
+    assert remote_article(channel, old.remote_id)["is_deleted"] is True
+    # … the new article carries the correction notice at the top and the new revision's marker …
+    item = posted(emu, "draft/add")[-1]["articles"][0]
+    assert item["content"].index("更正说明（2026-11-25 14:15）：") < item["content"].index("全省各地")
+    assert NOTE in item["content"] and item["content_source_url"].endswith("?sid=wechat_main-a1-r2")
+    assert "asset:" not in item["content"] and item["title"] == article().title
+    assert posted(emu, "freepublish/submit")[-1] == {"media_id": emu.ledger.last("draft/add")["id"]}
+    # … and the finished job names a new article at a new URL.
+    new = settle(channel, emu, r, media, job)
+    assert not new.pending and new.remote_id != old.remote_id and new.remote_url != old.remote_url
+    assert new.remote_url.startswith("http://mp.weixin.qq.com/s/")
+    assert NOTE in remote_article(channel, new.remote_id)["content"]
+    assert [p["body"]["article_id"] for p in published(emu)] == [old.remote_id, new.remote_id]
+
+
+def test_republish_without_a_remote_id_deletes_the_earlier_revision_found_by_its_marker(make_channel, article,
+                                                                                       media, emu):
+    channel = make_channel()
+    old = published_original(channel, emu, media, article())
+    other = published_original(channel, emu, media, article(article_id=7, slug="other"))  # newer, another article
+    job = channel.update(render(channel, corrected(article)), attempt(media, remote_id=None))
+    assert job.pending and job.detail["replaced"] == old.remote_id
+    assert posted(emu, "freepublish/delete") == [{"article_id": old.remote_id, "index": 1}]
+    assert remote_article(channel, other.remote_id)["is_deleted"] is False
+
+
+def test_republish_refuses_rejected_content_before_deleting_anything(make_channel, article, media, emu):
+    channel = make_channel()
+    r = render(channel, corrected(article, title="省" * 33))
+    with pytest.raises(ContentRejected, match="title has 33 characters"):
+        channel.update(r, attempt(media, remote_id="AnyOldArticleId"))
+    assert emu.ledger.requests() == []
+
+
+@pytest.mark.parametrize("lost", ["submit answer", "draft/add answer", "draft/add busy"])
+def test_reconcile_after_a_crash_during_republish_deletes_once_and_publishes_once(make_channel, article, media, emu,
+                                                                                  plug, lost):
+    old = published_original(make_channel(), emu, media, article())
+    emu.settings.publish_delay = 1.0
+    channel = make_channel(timeout=SHORT_TIMEOUT)
+    r = render(channel, corrected(article))
+    # Given the first attempt deleted the old article and then failed
+    if lost == "submit answer":  # submitted, but the answer never arrived
+        plug.hold["/cgi-bin/freepublish/submit"] = 1
+    elif lost == "draft/add answer":  # the draft was made, but the answer never arrived
+        plug.hold["/cgi-bin/draft/add"] = 1
+    else:  # nothing of the new revision exists remotely
+        emu.faults.force(-1, path="/cgi-bin/draft/add")
+    with pytest.raises(OutcomeUnknown if "answer" in lost else Unavailable):
+        channel.update(r, attempt(media, remote_id=old.remote_id))
+    assert emu.ledger.count(op="freepublish/delete") == 1
+    # When the retry reconciles (once more if the job was still running)
+    retry = attempt(media, reconcile=True, remote_id=old.remote_id)
+    if lost == "submit answer":
+        with pytest.raises(OutcomeUnknown, match="still be running"):
+            channel.update(r, retry)
+        emu.ledger.wait_for("freepublish/finish", count=2, timeout=5)
+        final = channel.update(r, retry)
+    else:
+        final = settle(channel, emu, r, media, channel.update(r, retry))
+    # Then the old article was deleted once, the new revision published once
+    new = [p["body"]["article_id"] for p in published(emu)]
+    assert len(new) == 2 and new[0] == old.remote_id and final.remote_id == new[1] and not final.pending
+    assert emu.ledger.count(op="freepublish/delete") == 1 and emu.ledger.count(op="freepublish/submit") == 2
+    assert emu.ledger.count(op="draft/add") == 2
+    deletes = posted(emu, "freepublish/delete")
+    assert deletes == [{"article_id": old.remote_id, "index": 1}] * (2 if lost == "draft/add busy" else 1)
+    assert final.remote_url == remote_article(channel, final.remote_id)["url"]
+
+
+def test_notice_mode_keeps_the_original_and_publishes_a_notice_linking_to_it(make_channel, article, media, emu):
+    channel = make_channel(correction="notice")
+    title = "省民政厅部署全省冬春困难群众救助工作要求各市州摸清底数确保温暖过冬"[:32]
+    assert len(title) == 32  # the longest title WeChat takes; the notice must shorten it
+    old = published_original(channel, emu, media, article(title=title))
+    r = render(channel, corrected(article, title=title))
+    job = channel.update(r, attempt(media, remote_id=old.remote_id))
+    # Then nothing was deleted and the notice is a new article …
+    assert job.pending and posted(emu, "freepublish/delete") == []
+    assert posted(emu, "freepublish/getarticle") == [{"article_id": old.remote_id}]
+    item = posted(emu, "draft/add")[-1]["articles"][0]
+    assert item["title"] == "「更正」" + title[:27] + "…" and len(item["title"]) == 32
+    assert NOTE in item["content"] and "2026-11-25 14:15" in item["content"] and "2026年11月25日" in item["content"]
+    # … linking to the original article, with its own marker and the article's cover
+    assert re.findall(r'href="([^"]+)"', item["content"]) == [old.remote_url]
+    assert "全省各地" not in item["content"] and item["content_source_url"].endswith("?sid=wechat_main-a1-r2-notice")
+    assert item["thumb_media_id"] == emu.ledger.last("material/add_material")["id"]
+    notice = settle(channel, emu, r, media, job)
+    assert notice.remote_id != old.remote_id and notice.remote_url != old.remote_url
+    assert remote_article(channel, old.remote_id)["is_deleted"] is False
+    # A second correction, handed the notice as what the channel holds, still links to the original
+    r3 = render(channel, corrected(article, revision=3, title=title))
+    channel.update(r3, attempt(media, remote_id=notice.remote_id))
+    item = posted(emu, "draft/add")[-1]["articles"][0]
+    assert re.findall(r'href="([^"]+)"', item["content"]) == [old.remote_url]
+    assert item["content_source_url"].endswith("-r3-notice") and emu.ledger.count(op="freepublish/delete") == 0
+
+
+def test_notice_mode_without_a_live_original_is_not_found(make_channel, article, media, emu):
+    channel = make_channel(correction="notice")
+    old = published_original(channel, emu, media, article())
+    channel.retract(render(channel, article()), attempt(media, remote_id=old.remote_id))
+    with pytest.raises(NotFound, match="nothing to link to"):
+        channel.update(render(channel, corrected(article)), attempt(media, remote_id=old.remote_id))
+    assert emu.ledger.count(op="draft/add") == 1 and emu.ledger.count(op="freepublish/submit") == 1
+
+
+def test_correction_strategy_follows_the_setting(make_channel, article):
+    republish, notice = make_channel(), make_channel(correction="notice")
+    assert (republish.correction_strategy(), notice.correction_strategy()) == ("republish", "notice")
+    assert (republish.describe()["correction"], notice.describe()["correction"]) == ("republish", "notice")
+    assert capabilities(WeChatChannel)["correction"] == "republish" and WeChatChannel.correction == "republish"
+    # The rendition of a correction fixes the strategy for every attempt of its delivery
+    assert render(notice, corrected(article)).payload["correction_strategy"] == "notice"
+    assert "correction_strategy" not in render(notice, article()).payload
+    with pytest.raises(ValidationError):
+        make_channel(correction="in_place")
 
 
 # -- callback -----------------------------------------------------------------------------------------
@@ -676,6 +829,7 @@ def test_settings_defaults_and_unknown_keys():
         WeChatChannel.Settings.model_validate({"appid": "wx1", "secret": "s", "colour": "red"})
     with pytest.raises(ValidationError):
         WeChatChannel.Settings.model_validate({"appid": "wx1", "secret": "s", "author": "作" * 17})
+    assert s.correction == "republish"
     caps = capabilities(WeChatChannel)
-    assert caps["settles_async"] and caps["reconcilable"] and caps["supports_retract"] and not caps["supports_update"]
+    assert caps["settles_async"] and caps["reconcilable"] and caps["supports_retract"] and caps["supports_update"]
     assert (caps["max_title_chars"], caps["max_body_chars"]) == (32, 20_000)
