@@ -322,6 +322,8 @@ def channels(ctx: click.Context, as_json: bool) -> None:
         flags = " ".join(op for op in ("update", "retract") if r[f"supports_{op}"])
         state = "suspended: " + (r["suspended_reason"] or "") if r["suspended"] else (
             "enabled" if r["enabled"] else "disabled")
+        if r.get("breaker") == "open":
+            state += f" (breaker open until {r['breaker_open_until']})"
         expiry = f"  credential expires {r['credential_expires_at']}" if r.get("credential_expires_at") else ""
         correction = f"correction={r.get('correction', '?')}"
         click.echo(f"{r['name']:<16} {r['type']:<10} publish {flags:<15} {correction:<22} {state}{expiry}")

@@ -48,6 +48,11 @@ class DeliverySettings(_Frozen):
     poll_interval: float = Field(30, gt=0)
     #: A submitted job with no outcome after this long stops in `unknown` for an operator.
     submitted_timeout: float = Field(86400, gt=0)
+    #: Circuit breaker: this many transient failures in a row on a channel hold it back for
+    #: `breaker_cooldown` seconds (doubling while it keeps failing, up to `breaker_max_cooldown`).
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown: float = Field(30, gt=0)
+    breaker_max_cooldown: float = Field(600, gt=0)
 
 
 class WorkerSettings(_Frozen):
@@ -55,6 +60,9 @@ class WorkerSettings(_Frozen):
     concurrency: int = Field(8, ge=1, le=512)
     #: Redis transport visibility timeout; countdowns must stay well below it.
     visibility_timeout: int = Field(3600, ge=10)
+    #: Most threads of one worker that one channel may hold, so a hanging channel cannot starve
+    #: the others (default: half the concurrency).
+    channel_concurrency: int | None = Field(None, ge=1)
 
 
 class ServeSettings(_Frozen):

@@ -187,3 +187,6 @@ class ChannelStatus(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_by: Mapped[str] = mapped_column(String(64))
+    #: Circuit breaker: transient failures in a row, and until when attempts are held back.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    open_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

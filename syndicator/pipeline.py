@@ -28,7 +28,7 @@ from channels.registry import ChannelUnavailable, load_type
 from syndicator import editorial, faults, states
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
-from syndicator.channel_status import set_suspended, suspended
+from syndicator.channel_status import held_back, record_failure, record_success, set_suspended
 from syndicator.models import ChannelStatus
 from syndicator.snapshot import StoreMedia, build_snapshot
 from syndicator.states import CLAIMABLE, PENDING, TERMINAL, Conflict, DeliveryState as S
@@ -54,19 +54,36 @@ class Claim:
 
 
 def run(rt: Runtime, delivery_id: int) -> str:
-    """What a delivery message means: attempt it, or poll it if it waits on a submitted job."""
-    outcome = attempt(rt, delivery_id)
-    if outcome == "skipped":
-        return poll(rt, delivery_id)
-    return outcome
+    """What a delivery message means: attempt it, or poll it if it waits on a submitted job.
+
+    One channel may hold only `worker.channel_concurrency` threads of this worker; a message beyond
+    that goes back to the broker for a second, so a hanging channel cannot starve the others.
+    """
+    gate = _gate(rt, delivery_id)
+    if gate is None:
+        return "skipped"
+    slot = rt.slot(gate.channel)
+    if not slot.acquire(blocking=False):
+        rt.enqueuer.forget(rt.enqueuer.enqueue([(delivery_id, gate.channel)], countdown=1))
+        return "deferred"
+    try:
+        outcome = attempt(rt, delivery_id)
+        if outcome == "skipped":
+            return poll(rt, delivery_id)
+        return outcome
+    finally:
+        slot.release()
 
 
 def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
     """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in."""
     now = rt.clock()
     lease = now + timedelta(seconds=rt.config.delivery.lease_seconds)
-    if _channel_suspended(rt, delivery_id):
+    gate = _gate(rt, delivery_id)
+    if gate is not None and gate.suspended:
         return "suspended"
+    if gate is not None and gate.open_until is not None and gate.open_until > now:
+        return "breaker_open"
     try:
         claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease))
     except Blocked:
@@ -111,6 +128,8 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
         return _failed_attempt(rt, claim, OutcomeUnknown(f"unexpected {type(exc).__name__}: {exc}"),
                                channel.reconcilable)
     faults.checkpoint("after_deliver")
+    if gate is not None and gate.failures:
+        record_success(rt.store, claim.channel, rt.clock())
     if receipt.pending:
         due = rt.clock() + timedelta(seconds=rt.config.delivery.poll_interval)
         return _settle(rt, claim, S.SUBMITTED, None, remote_id=receipt.remote_id, remote_url=receipt.remote_url,
@@ -119,11 +138,24 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
                    remote_url=receipt.remote_url)
 
 
-def _channel_suspended(rt: Runtime, delivery_id: int) -> bool:
+@dataclass(frozen=True)
+class Gate:
+    channel: str
+    suspended: bool
+    open_until: datetime | None
+    failures: int
+
+
+def _gate(rt: Runtime, delivery_id: int) -> Gate | None:
+    """The delivery's channel and whether it may be sent to now (one read)."""
     with rt.store.read() as session:
-        return bool(session.scalar(
-            select(ChannelStatus.suspended).join(Delivery, Delivery.channel == ChannelStatus.channel)
-            .where(Delivery.id == delivery_id)))
+        row = session.execute(
+            select(Delivery.channel, ChannelStatus.suspended, ChannelStatus.open_until, ChannelStatus.failures)
+            .outerjoin(ChannelStatus, ChannelStatus.channel == Delivery.channel)
+            .where(Delivery.id == delivery_id)).one_or_none()
+    if row is None:
+        return None
+    return Gate(row.channel, bool(row.suspended), row.open_until, row.failures or 0)
 
 
 class Blocked(Conflict):
@@ -189,6 +221,9 @@ def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable:
         return _settle(rt, claim, S.FAILED, reason)
     if isinstance(exc, OutcomeUnknown) and not reconcilable:
         return _settle(rt, claim, S.UNKNOWN, f"{reason} — check the channel, then retry or mark resolved")
+    if not isinstance(exc, RateLimited):
+        record_failure(rt.store, claim.channel, threshold=policy.breaker_threshold, cooldown=policy.breaker_cooldown,
+                       max_cooldown=policy.breaker_max_cooldown, now=now, reason=reason)
     if claim.attempts >= policy.max_attempts:
         return _settle(rt, claim, S.FAILED, f"gave up after {claim.attempts} attempts; last error {reason}")
     if isinstance(exc, RateLimited):
@@ -276,7 +311,7 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
             continue
 
     cutoff = now - timedelta(seconds=policy.requeue_after)
-    paused = list(suspended(rt.store))
+    paused = held_back(rt.store, now)
     stale = and_(Delivery.channel.not_in(paused),Delivery.state.in_([s.value for s in (*CLAIMABLE, S.SUBMITTED)]),
                  or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                  or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < cutoff))

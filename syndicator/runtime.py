@@ -36,9 +36,18 @@ class Runtime:
                                                                config.var_dir),
                            base_dir=config.base_dir)
         self._channels: dict[str, Channel] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self._enqueuer: Enqueuer | None = None
         self._celery_app = celery_app
+
+    def slot(self, channel: str) -> threading.BoundedSemaphore:
+        """This process's cap on threads busy with one channel."""
+        with self._lock:
+            if channel not in self._slots:
+                cap = self.config.worker.channel_concurrency or max(1, self.config.worker.concurrency // 2)
+                self._slots[channel] = threading.BoundedSemaphore(cap)
+            return self._slots[channel]
 
     def channel(self, name: str) -> Channel:
         with self._lock:

@@ -75,11 +75,21 @@ def channel_matrix(rt) -> list[dict[str, Any]]:
     from channels.registry import ChannelUnavailable, load_type
     from syndicator.channel_status import suspended
 
+    from syndicator.models import ChannelStatus
+
     paused = suspended(rt.store)
+    with rt.store.read() as session:
+        status = {r.channel: r for r in session.scalars(select(ChannelStatus))}
+    now = rt.clock()
     rows = []
     for name, entry in rt.config.channels.items():
+        st = status.get(name)
+        open_until = st.open_until if st and st.open_until and st.open_until > now else None
         row: dict[str, Any] = {"name": name, "type": entry.type, "enabled": entry.enabled,
-                               "suspended": name in paused, "suspended_reason": paused.get(name)}
+                               "suspended": name in paused, "suspended_reason": paused.get(name),
+                               "breaker": "open" if open_until else "closed",
+                               "breaker_open_until": open_until.isoformat() if open_until else None,
+                               "consecutive_failures": st.failures if st else 0}
         try:
             cls = load_type(entry.type)
             row.update(capabilities(cls))

@@ -384,3 +384,45 @@ def test_refused_credentials_suspend_the_channel_until_resumed(env):
     pipeline.sweep(rt)
     assert second["alpha"] in [d for d, _, _ in enqueuer.sent]
     assert pipeline.attempt(rt, second["alpha"]) == "delivered"
+
+
+def test_breaker_opens_after_repeated_transient_failures_and_closes_on_success(env):
+    rt, clock, enqueuer, tmp = env
+    policy = rt.config.delivery
+    ids = [publish(rt, tmp, f"brk-{i}")["alpha"] for i in range(policy.breaker_threshold + 1)]
+    rt.channel("alpha").script = [Unavailable("HTTP 503")] * policy.breaker_threshold
+    # When the channel fails `threshold` times in a row
+    for delivery_id in ids[:-1]:
+        assert pipeline.attempt(rt, delivery_id) == "retry_wait"
+    # Then its breaker is open: nothing more is attempted or re-sent there until the cooldown ends
+    assert pipeline.attempt(rt, ids[-1]) == "breaker_open"
+    clock.advance(rt.config.delivery.requeue_after + 1)
+    enqueuer.sent.clear()
+    pipeline.sweep(rt)
+    assert not [d for d, c, _ in enqueuer.sent if c == "alpha"] and [d for d, c, _ in enqueuer.sent if c == "beta"]
+    # And other channels go on
+    with rt.store.read() as s:
+        beta = s.scalar(select(Delivery.id).where(Delivery.channel == "beta"))
+    assert pipeline.attempt(rt, beta) == "delivered"
+    # When the cooldown has passed, the next success closes it
+    clock.advance(policy.breaker_cooldown)
+    assert pipeline.attempt(rt, ids[-1]) == "delivered"
+    with rt.store.read() as s:
+        kinds = s.scalars(select(Event.kind).where(Event.kind.like("breaker_%")).order_by(Event.id)).all()
+    assert kinds == ["breaker_opened", "breaker_closed"]
+
+
+def test_one_channel_cannot_hold_more_than_its_share_of_worker_threads(env):
+    rt, clock, enqueuer, tmp = env
+    ids = publish(rt, tmp, "slots")
+    slot = rt.slot("alpha")
+    cap = max(1, rt.config.worker.concurrency // 2)
+    for _ in range(cap):
+        assert slot.acquire(blocking=False)
+    enqueuer.sent.clear()
+    assert pipeline.run(rt, ids["alpha"]) == "deferred"
+    assert enqueuer.sent == [(ids["alpha"], "alpha", 1)]
+    assert pipeline.run(rt, ids["beta"]) == "delivered"
+    for _ in range(cap):
+        slot.release()
+    assert pipeline.run(rt, ids["alpha"]) == "delivered"

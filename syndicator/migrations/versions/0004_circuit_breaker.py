@@ -1,0 +1,25 @@
+"""circuit breaker columns on channel status
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("channel_status") as batch:
+        batch.add_column(sa.Column("failures", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("open_until", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("channel_status") as batch:
+        batch.drop_column("open_until")
+        batch.drop_column("failures")
