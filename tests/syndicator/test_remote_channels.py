@@ -156,3 +156,40 @@ def test_token_expiry_under_load_fetches_one_token_per_expiry(make_system, tmp_p
     assert system.states() == {"delivered": 12}
     fetches = emulators.ledger.effects(op="stable_token") + emulators.ledger.effects(op="token")
     assert len(fetches) == 2, fetches
+
+
+def test_a_channel_answering_5xx_opens_its_breaker_without_holding_back_the_others(make_system, tmp_path,
+                                                                                  emulators):
+    # Given Weibo answering 503 to everything (R7), and a short breaker cooldown
+    from syndicator.emulators.faults import Faults
+
+    channels = remote_channels(emulators.urls)
+    system = make_system(channels={"microsite": channels["microsite"], "weibo_main": channels["weibo_main"]},
+                         site={"base_url": "http://127.0.0.1:8470/"},
+                         delivery={"breaker_threshold": 3, "breaker_cooldown": 1, "breaker_max_cooldown": 2,
+                                   "max_attempts": 50})
+    emulators.weibo.faults.set(Faults(down="503"))
+    system.worker()
+    system.beat()
+    for i in range(6):
+        system.publish(write_article(tmp_path / "in", f"r7-{i}", title=f"熔断{i}"))
+    # Then the micro-site delivers everything while Weibo's breaker opens
+    wait_for(lambda: len([d for d in rows_of(system) if d.channel == "microsite" and d.state == "delivered"]) == 6,
+             60, "the micro-site deliveries")
+    wait_for(lambda: opened(system), 60, "the breaker to open")
+    assert not emulators.ledger.effects(op="statuses/share")
+    # When Weibo recovers, every post goes out once after the cooldown
+    emulators.weibo.faults.clear()
+    system.wait_settled(12, timeout=90)
+    assert system.states() == {"delivered": 12}
+    assert len(emulators.ledger.effects(op="statuses/share")) == 6
+
+
+def rows_of(system):
+    with system.rt.store.read() as s:
+        return s.scalars(select(Delivery)).all()
+
+
+def opened(system) -> bool:
+    with system.rt.store.read() as s:
+        return s.scalar(select(Event.id).where(Event.kind == "breaker_opened")) is not None
