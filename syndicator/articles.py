@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import frontmatter
@@ -143,13 +143,21 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
                  timezone: str = "Asia/Shanghai") -> ArticleDraft:
     """Parse and validate one article file. Raises BadInput listing every problem found."""
     path = Path(path)
-    name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise BadInput([f"{name}: not UTF-8 text"]) from None
+        raise BadInput([f"{path}: not UTF-8 text"]) from None
     except OSError as exc:
-        raise BadInput([f"{name}: cannot read file: {exc.strerror}"]) from None
+        raise BadInput([f"{path}: cannot read file: {exc.strerror}"]) from None
+    return parse_article(text, source=str(path), images=lambda rel: (path.parent / rel).read_bytes(),
+                         default_slug=slug_from_filename(path), max_image_bytes=max_image_bytes,
+                         max_body_chars=max_body_chars, timezone=timezone)
+
+
+def parse_article(text: str, *, source: str, images: Callable[[str], bytes], default_slug: str | None,
+                  max_image_bytes: int, max_body_chars: int, timezone: str = "Asia/Shanghai") -> ArticleDraft:
+    """Validate an article given as text; `images(relative_name)` returns image bytes (or raises OSError)."""
+    name = source
     if not text.lstrip("\ufeff").startswith("---"):
         raise BadInput([f"{name}: front matter: missing (the file must start with a '---' line, "
                         "YAML fields, then another '---' line)"])
@@ -167,6 +175,8 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
         fm = FrontMatter.model_validate(meta)
     except ValidationError as exc:
         raise BadInput(format_validation_error(f"{name}: front matter", exc).splitlines()) from None
+    if fm.slug is None and default_slug is None:
+        raise BadInput([f"{name}: front matter: slug: required here (lowercase letters, digits and '-')"])
 
     problems: list[str] = []
     body = post.content.strip()
@@ -178,11 +188,10 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
     problems += [f"{name}: body: {p}" for p in hostile_markup(html, body)]
 
     tz = ZoneInfo(timezone)
-    base = path.parent
     cover = None
     if fm.cover:
         try:
-            cover = load_image(base / fm.cover, max_image_bytes)
+            cover = load_image(fm.cover, images, max_image_bytes)
         except BadInput as exc:
             problems += [f"{name}: front matter: cover: {p}" for p in exc.problems]
     assets: dict[str, AssetData] = {}
@@ -194,7 +203,7 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
                             "and link it by a relative path")
             return match.group(0)
         try:
-            asset = load_image(base / _unquote(src), max_image_bytes)
+            asset = load_image(_unquote(src), images, max_image_bytes)
         except BadInput as exc:
             problems.extend(f"{name}: body: image {src!r}: {p}" for p in exc.problems)
             return match.group(0)
@@ -206,7 +215,7 @@ def read_article(path: str | Path, *, max_image_bytes: int, max_body_chars: int,
         raise BadInput(problems)
     clean = sanitize(html)
     return ArticleDraft(
-        slug=fm.slug or slug_from_filename(path), title=fm.title, summary=fm.summary,
+        slug=fm.slug or default_slug, title=fm.title, summary=fm.summary,
         author=fm.author, unit=fm.unit, tags=tuple(fm.tags), body_source=body, body_html=clean,
         cover=cover, assets=tuple(assets.values()),
         publish_at=_aware(fm.publish_at, tz) if fm.publish_at else None,
@@ -264,12 +273,13 @@ def hostile_markup(html: str, source: str) -> list[str]:
     return problems
 
 
-def load_image(path: Path, max_bytes: int) -> AssetData:
-    """Read and check one image file: it must exist, decode, be a web format and fit the limit."""
+def load_image(name: str, images: Callable[[str], bytes], max_bytes: int) -> AssetData:
+    """Read and check one image: it must exist, decode, be a web format and fit the limit."""
+    path = Path(name)
     try:
-        data = path.read_bytes()
+        data = images(name)
     except OSError as exc:
-        raise BadInput([f"cannot read {path}: {exc.strerror}"]) from None
+        raise BadInput([f"cannot read {name}: {exc.strerror or exc}"]) from None
     if len(data) > max_bytes:
         raise BadInput([f"{path.name} is {len(data):,} bytes, over the limit of {max_bytes:,} bytes"])
     try:

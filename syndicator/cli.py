@@ -354,6 +354,57 @@ def channels_resume(obj: Ctx, name: str) -> None:
     click.echo(f"{name} resumed" if changed else f"{name} was not suspended")
 
 
+@cli.group()
+def user() -> None:
+    """People who use the desk, the dashboard and the API."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["editor", "reviewer", "publisher", "ops", "admin"]))
+@click.option("--display-name", default="", help="Name shown on pages (default: NAME).")
+@pass_ctx
+def user_add(obj: Ctx, name: str, role: str, display_name: str) -> None:
+    """Create a user; the password is read from standard input (one line)."""
+    from syndicator.users import UserError, add_user
+
+    password = sys.stdin.readline().rstrip("\n")
+    try:
+        add_user(obj.runtime.store, name, password, role, actor=_actor(), display_name=display_name)
+    except UserError as exc:
+        _fail(str(exc))
+    click.echo(f"user {name} ({role}) created")
+
+
+@user.command("token")
+@click.argument("name")
+@click.option("--label", default="automation", show_default=True, help="What the token is for.")
+@pass_ctx
+def user_token(obj: Ctx, name: str, label: str) -> None:
+    """Issue an API token for NAME (printed once; send it as `Authorization: Bearer …`)."""
+    from syndicator.users import UserError, issue_token
+
+    try:
+        click.echo(issue_token(obj.runtime.store, name, label, actor=_actor()))
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.option("--host", default=None, help="Default: serve.host in config.yaml.")
+@click.option("--port", type=int, default=None, help="Default: serve.port in config.yaml.")
+@pass_ctx
+def serve(obj: Ctx, host: str | None, port: int | None) -> None:
+    """Serve the web app, API, /metrics and public files on their own (no workers)."""
+    import uvicorn
+
+    from syndicator.web.app import create_app
+
+    rt = obj.runtime
+    uvicorn.run(create_app(rt), host=host or rt.config.serve.host, port=port or rt.config.serve.port,
+                log_level="warning")
+
+
 @cli.command()
 @pass_ctx
 def sandbox(obj: Ctx) -> None:

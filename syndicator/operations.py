@@ -35,3 +35,20 @@ def retry(rt: Runtime, id_or_slug: str, *, channel: str | None, actor: str) -> l
     moved = rt.store.run_write(tx)
     rt.enqueuer.forget(rt.enqueuer.enqueue(moved))
     return [d for d, _ in moved]
+
+
+def resolve(rt: Runtime, delivery_id: int, *, actor: str, note: str = "") -> str:
+    """An operator confirms a delivery in `unknown` or `manual` did reach the channel."""
+    rt.store.run_write(lambda s: states.transition(
+        s, delivery_id, S.DELIVERED, actor=actor, expect={S.UNKNOWN, S.MANUAL},
+        detail=f"marked resolved by an operator{': ' + note if note else ''}"))
+    return S.DELIVERED.value
+
+
+def cancel(rt: Runtime, delivery_id: int, *, actor: str, note: str = "") -> str:
+    """An operator gives up on a delivery that has not been delivered."""
+    rt.store.run_write(lambda s: states.transition(
+        s, delivery_id, S.CANCELLED, actor=actor,
+        expect={S.QUEUED, S.RETRY_WAIT, S.FAILED, S.UNKNOWN, S.MANUAL},
+        detail=f"cancelled by an operator{': ' + note if note else ''}"))
+    return S.CANCELLED.value

@@ -128,7 +128,14 @@ def run(rt: Runtime, config_path: str | None, *, demo: bool, web: bool, actor: s
     click.echo(f"  broker:   {config.safe_broker_url}")
     click.echo(f"  channels: {', '.join(f'{n} ({c.type})' for n, c in config.enabled_channels().items())}")
     if served:
-        click.echo(f"  web:      http://{config.serve.host}:{config.serve.port}/")
+        click.echo(f"  web:      http://{config.serve.host}:{config.serve.port}/   "
+                   f"API: http://{config.serve.host}:{config.serve.port}/api/docs")
+        from syndicator.users import count_users
+
+        if count_users(rt.store) == 0:
+            click.echo("  login:    no users yet — create one, e.g.\n"
+                       "              echo 'a-long-password' | syndicator user add admin --role admin\n"
+                       "            then log in with that name and password")
     if sandbox:
         click.echo("  sandbox:  " + ", ".join(f"{n} {u}" for n, u in sandbox.urls.items())
                    + " (local emulators; no real account is used)")

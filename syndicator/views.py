@@ -49,6 +49,30 @@ def article_status(session: Session, article: Article) -> dict[str, Any]:
     }
 
 
+def list_articles(session: Session, *, limit: int = 50, before_id: int | None = None,
+                  status: str | None = None) -> list[dict[str, Any]]:
+    """Newest first (keyset by id) with each article's delivery states counted."""
+    from sqlalchemy import func
+
+    q = select(Article.id, Article.slug, Article.status, Article.current_revision, Article.created_at,
+               Article.created_by, Revision.title, Revision.unit).join(
+        Revision, (Revision.article_id == Article.id) & (Revision.number == Article.current_revision))
+    if status:
+        q = q.where(Article.status == status)
+    if before_id:
+        q = q.where(Article.id < before_id)
+    rows = session.execute(q.order_by(Article.id.desc()).limit(limit)).all()
+    counts: dict[int, dict[str, int]] = {}
+    if rows:
+        for article_id, state, n in session.execute(
+                select(Delivery.article_id, Delivery.state, func.count()).where(
+                    Delivery.article_id.in_([r.id for r in rows])).group_by(Delivery.article_id, Delivery.state)):
+            counts.setdefault(article_id, {})[state] = n
+    return [{"id": r.id, "slug": r.slug, "title": r.title, "unit": r.unit, "status": r.status,
+             "revision": r.current_revision, "created_at": r.created_at.isoformat(), "created_by": r.created_by,
+             "deliveries": counts.get(r.id, {})} for r in rows]
+
+
 def list_deliveries(session: Session, *, state: str | None = None, channel: str | None = None,
                     limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
     """Newest first, keyset-paginated by id so it stays fast on millions of rows."""

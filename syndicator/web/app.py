@@ -39,7 +39,25 @@ class PublicFiles(StaticFiles):
 
 
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="syndicator", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from starlette.middleware.sessions import SessionMiddleware
+
+    from syndicator.web import api
+    from syndicator.web.auth import secret_key
+    from syndicator.web.metrics import StoreCollector
+
+    app = FastAPI(title="syndicator", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.runtime = rt
+    app.add_middleware(SessionMiddleware, secret_key=secret_key(rt.config), session_cookie="syndicator_session",
+                       same_site="strict", https_only=(rt.config.site.base_url or "").startswith("https://"),
+                       max_age=12 * 3600)
+    app.include_router(api.router)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StoreCollector(rt))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
