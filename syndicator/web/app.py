@@ -16,6 +16,12 @@ from starlette.types import Scope
 
 from syndicator.runtime import Runtime
 
+#: Content-Security-Policy of the desk, dashboard and API pages: nothing from elsewhere, no inline script.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+#: Paths that get the security headers (the public site and feeds are plain static files).
+PAGE_PREFIXES = ("/desk", "/ops", "/login", "/logout", "/api", "/_static")
+
 #: Media types the contract requires for feeds (Starlette would guess text/xml).
 FEED_TYPES = {"rss.xml": "application/rss+xml; charset=utf-8", "atom.xml": "application/atom+xml; charset=utf-8"}
 
@@ -42,7 +48,7 @@ def create_app(rt: Runtime) -> FastAPI:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from starlette.middleware.sessions import SessionMiddleware
 
-    from syndicator.web import api
+    from syndicator.web import api, desk, ops, pages
     from syndicator.web.auth import secret_key
     from syndicator.web.metrics import StoreCollector
 
@@ -52,6 +58,21 @@ def create_app(rt: Runtime) -> FastAPI:
                        same_site="strict", https_only=(rt.config.site.base_url or "").startswith("https://"),
                        max_age=12 * 3600)
     app.include_router(api.router)
+    app.include_router(pages.router)
+    app.include_router(desk.router)
+    app.include_router(ops.router)
+    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
+    app.mount("/_static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="web-static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path.startswith(PAGE_PREFIXES):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
+            response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        return response
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StoreCollector(rt))
 
