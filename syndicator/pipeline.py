@@ -67,7 +67,7 @@ def run(rt: Runtime, delivery_id: int) -> str:
         rt.enqueuer.forget(rt.enqueuer.enqueue([(delivery_id, gate.channel)], countdown=1))
         return "deferred"
     try:
-        outcome = attempt(rt, delivery_id)
+        outcome = attempt(rt, delivery_id, gate=gate)
         if outcome == "skipped":
             return poll(rt, delivery_id)
         return outcome
@@ -75,11 +75,11 @@ def run(rt: Runtime, delivery_id: int) -> str:
         slot.release()
 
 
-def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker") -> str:
+def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", gate: Gate | None = None) -> str:
     """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in."""
     now = rt.clock()
     lease = now + timedelta(seconds=rt.config.delivery.lease_seconds)
-    gate = _gate(rt, delivery_id)
+    gate = gate or _gate(rt, delivery_id)
     if gate is not None and gate.suspended:
         return "suspended"
     if gate is not None and gate.open_until is not None and gate.open_until > now:
