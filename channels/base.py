@@ -13,9 +13,11 @@ sends identical bytes and ops can see exactly what was sent.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 from zoneinfo import ZoneInfo
@@ -25,6 +27,11 @@ from pydantic import BaseModel, ConfigDict
 
 #: Image sources in an article body point at stored assets as `asset:<sha256>`; render rewrites them.
 ASSET_SCHEME = "asset:"
+#: Attributes inside a tag; a quoted value may hold ">" (nh3 leaves it unescaped), so it is skipped whole.
+_ATTRS = r"""(?:[^>"']|"[^"]*"|'[^']*')*?"""
+#: An <img> whose quoted src is an asset marker: (the tag up to `src=`, quote, sha256, rest of the tag).
+_ASSET_IMG = re.compile(r"(<img\b" + _ATTRS + r"\ssrc\s*=\s*)([\"'])" + re.escape(ASSET_SCHEME)
+                        + r"([0-9a-fA-F]{64})\2(" + _ATTRS + ">)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,39 @@ class ArticleSnapshot:
             if a.sha256 == sha256:
                 return a
         return None
+
+
+@dataclass(frozen=True)
+class ImageRewrite:
+    """What `rewrite_images` made of a body: the new HTML, the assets it shows (by sha256, first use
+    first) and a warning per image it dropped."""
+
+    html: str
+    used: dict[str, AssetRef]
+    warnings: list[str]
+
+
+def rewrite_images(html: str, find: Callable[[str], AssetRef | None],
+                   url_for: Callable[[AssetRef], str]) -> ImageRewrite:
+    """Point every `<img src="asset:<sha256>">` at `url_for(asset)` (HTML-escaped here), or drop the
+    whole tag with a warning when `find(sha256)` knows no such asset (pass `article.asset`).
+
+    Pure. Render uses it to turn markers into the channel's URLs (or to normalise them, when
+    `url_for` returns the marker); deliver uses it to swap kept markers for uploaded URLs.
+    """
+    used: dict[str, AssetRef] = {}
+    warnings: list[str] = []
+
+    def rewrite(match: re.Match[str]) -> str:
+        head, quote, sha, tail = match.groups()
+        asset = find(sha.lower())
+        if asset is None:
+            warnings.append(f"image {ASSET_SCHEME}{sha} is not attached to the article; dropped")
+            return ""
+        used.setdefault(asset.sha256, asset)
+        return f"{head}{quote}{escape(url_for(asset))}{quote}{tail}"
+
+    return ImageRewrite(_ASSET_IMG.sub(rewrite, html), used, warnings)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from markupsafe import Markup
 from pydantic import Field, field_validator
 
 from channels import localfs
-from channels.base import (ASSET_SCHEME, ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings,
-                           Receipt, RenderContext, Rendition)
+from channels.base import (ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Receipt, RenderContext,
+                           Rendition, rewrite_images)
 from channels.errors import ContentRejected, Unavailable
 from channels.microsite_index import Listed, Placement, SiteIndex
 
@@ -43,8 +43,6 @@ BODY_TAGS = {"p", "h2", "h3", "h4", "strong", "em", "ul", "ol", "li", "blockquot
 BODY_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt", "width", "height"},
                    "th": {"colspan", "rowspan"}, "td": {"colspan", "rowspan"}}
 BODY_URL_SCHEMES = {"http", "https", "mailto", "tel"}
-#: `src="asset:<sha256>"` in a body, rewritten to the copied image before sanitising.
-ASSET_SRC_RE = re.compile(r"""\bsrc\s*=\s*(["']?)""" + re.escape(ASSET_SCHEME) + r"([0-9a-fA-F]{64})\1")
 #: Where article pages find copied images (article pages live in a/).
 MEDIA_FROM_ARTICLE = "../media/"
 
@@ -93,16 +91,10 @@ class MicrositeChannel(Channel):
     def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
         _check_slug(article.slug)
         tz = ctx.ports.timezone
-        warnings: list[str] = []
-        used: dict[str, AssetRef] = {}
-
-        def to_media(m: re.Match[str]) -> str:
-            asset = article.asset(m.group(2).lower())
-            if asset is None:
-                warnings.append(f"image asset:{m.group(2)[:12]}… is not attached to the article; dropped")
-                return 'src=""'
-            used[asset.sha256] = asset
-            return f'src="{MEDIA_FROM_ARTICLE}{asset.stored_name}"'
+        # Asset images point at their copies before sanitising; the filter below strips any other src.
+        images = rewrite_images(article.body_html, article.asset,
+                                lambda asset: MEDIA_FROM_ARTICLE + asset.stored_name)
+        used, warnings = dict(images.used), list(images.warnings)
 
         def keep_own_images(tag: str, attr: str, value: str) -> str | None:
             if tag == "img" and attr == "src" and not value.startswith(MEDIA_FROM_ARTICLE):
@@ -111,9 +103,8 @@ class MicrositeChannel(Channel):
                 return None
             return value
 
-        body = nh3.clean(ASSET_SRC_RE.sub(to_media, article.body_html), tags=BODY_TAGS,
-                         clean_content_tags={"script", "style"}, attributes=BODY_ATTRIBUTES,
-                         url_schemes=BODY_URL_SCHEMES, link_rel="noopener noreferrer",
+        body = nh3.clean(images.html, tags=BODY_TAGS, clean_content_tags={"script", "style"},
+                         attributes=BODY_ATTRIBUTES, url_schemes=BODY_URL_SCHEMES, link_rel="noopener noreferrer",
                          attribute_filter=keep_own_images, strip_comments=True,
                          set_tag_attribute_values={"img": {"loading": "lazy"}})
         if article.cover:

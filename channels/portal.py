@@ -54,16 +54,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from channels.base import (ASSET_SCHEME, ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings,
-                           MediaSource, Ports, Receipt, RenderContext, Rendition)
+                           MediaSource, Ports, Receipt, RenderContext, Rendition, rewrite_images)
 from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, NotFound, OutcomeUnknown,
                              RateLimited, Unavailable)
 
 log = logging.getLogger(__name__)
 
-#: An <img> whose src points at a stored asset (group 2: the sha256).
-_ASSET_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*([\"'])" + ASSET_SCHEME + r"([0-9a-fA-F]{64})\1[^>]*>")
-#: The same src inside a rendered payload, where render has already lower-cased the sha.
-_ASSET_SRC = re.compile(r"(<img\b[^>]*?\bsrc\s*=\s*)([\"'])" + ASSET_SCHEME + r"([0-9a-f]{64})\2")
 _URL = re.compile(r"^https?://[^/\s?#@]+(/[^\s?#]*)?$")
 #: 401 codes that mean the credentials themselves are wrong (any other 401 means they were ignored).
 BAD_CREDENTIALS = {"incorrect_password", "invalid_username", "invalid_email", "rest_not_logged_in"}
@@ -139,19 +135,9 @@ class PortalChannel(Channel):
     # -- render (pure) ------------------------------------------------------------------------
 
     def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
-        warnings: list[str] = []
-        media: dict[str, AssetRef] = {}
-
-        def mark(match: re.Match[str]) -> str:
-            sha = match.group(2).lower()
-            asset = article.asset(sha)
-            if asset is None:
-                warnings.append(f"image asset:{match.group(2)} is not stored with the article; dropped")
-                return ""
-            media[sha] = asset
-            return match.group(0).replace(ASSET_SCHEME + match.group(2), ASSET_SCHEME + sha, 1)
-
-        content = _ASSET_IMG.sub(mark, article.body_html)
+        # Stored images stay markers (lower-cased) until deliver knows their URLs on the site.
+        images = rewrite_images(article.body_html, article.asset, lambda asset: ASSET_SCHEME + asset.sha256)
+        content, media, warnings = images.html, dict(images.used), list(images.warnings)
         if article.revision > 1:
             if article.correction_note:
                 note = html.escape(article.correction_note.strip(), quote=False)
@@ -277,15 +263,10 @@ class PortalChannel(Channel):
         return str(found["id"]) if found else None
 
     def _post_fields(self, p: dict[str, Any], source: MediaSource, with_status: bool) -> dict[str, Any]:
-        uploaded = {m["sha256"]: self._ensure_media(AssetRef(**m), source) for m in p["media"]}
-
-        def rewrite(match: re.Match[str]) -> str:
-            found = uploaded.get(match.group(3))
-            if found is None:
-                return match.group(0)
-            return f"{match.group(1)}{match.group(2)}{html.escape(found['source_url'])}{match.group(2)}"
-
-        fields = {"title": p["title"], "content": _ASSET_SRC.sub(rewrite, p["content"]), "excerpt": p["excerpt"],
+        assets = {m["sha256"]: AssetRef(**m) for m in p["media"]}
+        uploaded = {sha: self._ensure_media(asset, source) for sha, asset in assets.items()}
+        content = rewrite_images(p["content"], assets.get, lambda asset: uploaded[asset.sha256]["source_url"]).html
+        fields = {"title": p["title"], "content": content, "excerpt": p["excerpt"],
                   "slug": p["slug"], "date_gmt": p["date_gmt"],
                   "featured_media": uploaded[p["cover"]]["id"] if p.get("cover") else 0}
         if with_status:

@@ -23,14 +23,12 @@ from lxml import etree
 from pydantic import Field, StringConstraints, field_validator
 
 from channels import localfs
-from channels.base import (ASSET_SCHEME, ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings,
-                           Ports, Receipt, RenderContext, Rendition)
+from channels.base import (ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Ports, Receipt,
+                           RenderContext, Rendition, rewrite_images)
 from channels.errors import Unavailable
 
 #: Characters lxml refuses ("All strings must be XML compatible"), plus DEL.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-#: An <img> tag whose src points at a stored asset.
-_ASSET_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*([\"'])" + ASSET_SCHEME + r"([0-9a-fA-F]{64})\1[^>]*>")
 ATOM_NS = "http://www.w3.org/2005/Atom"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 #: The newest N items; served by the `items_newest` index, so cost does not grow with the archive.
@@ -138,19 +136,9 @@ class RSSChannel(Channel):
         return self.ports.public_dir / self.relpath
 
     def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
-        warnings: list[str] = []
-        media: dict[str, AssetRef] = {}
-
-        def rewrite(match: re.Match[str]) -> str:
-            asset = article.asset(match.group(2).lower())
-            if asset is None:
-                warnings.append(f"image asset:{match.group(2)} is not stored with the article; dropped")
-                return ""
-            media[asset.sha256] = asset
-            url = ctx.ports.public_url(f"{self.relpath}/media/{asset.stored_name}")
-            return match.group(0).replace(ASSET_SCHEME + match.group(2), html.escape(url), 1)
-
-        content = _ASSET_IMG.sub(rewrite, _clean(article.body_html))
+        images = rewrite_images(_clean(article.body_html), article.asset,
+                                lambda asset: ctx.ports.public_url(f"{self.relpath}/media/{asset.stored_name}"))
+        content, media, warnings = images.html, dict(images.used), list(images.warnings)
         summary = _clean(article.summary).strip()
         if not summary:
             text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", content)).split())

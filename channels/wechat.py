@@ -15,6 +15,9 @@ behind instead of posting twice (contract §1.7). A correction notice carries
 `sid=<instance>-a<article>-r<revision>-notice`. A republish deletes the old article before it creates
 the new draft, so a reconcile that finds the new revision's marker (published or draft) knows the
 delete is done and neither deletes nor publishes again.
+
+The marker and the search for it live in `channels.wechat_markers`; WeChat's field and image limits
+in `channels.wechat_limits`.
 """
 from __future__ import annotations
 
@@ -24,47 +27,34 @@ import hashlib
 import html
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 from markupsafe import Markup
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from channels.base import (ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Receipt, RenderContext,
-                           Rendition)
+from channels.base import (ASSET_SCHEME, ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Receipt,
+                           RenderContext, Rendition, rewrite_images)
 from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, NotFound, OutcomeUnknown, PermanentError,
                              Unavailable)
 from channels.wechat_api import WeChatAPI
 from channels.wechat_events import CallbackResult, as_list, check_signature, job_outcome, read_push
-from channels.wechat_html import ASSET_SRC, text_length, to_wechat_html
+from channels.wechat_html import to_wechat_html
+# IMAGE_KINDS, MAX_CONTENT_BYTES, MAX_SOURCE_URL_BYTES, URL_ALLOWANCE and RECONCILE_PAGES are only
+# re-exported: they were importable from this module before wechat_limits and wechat_markers were split off.
+from channels.wechat_limits import (IMAGE_KINDS, MAX_AUTHOR, MAX_CONTENT_BYTES, MAX_CONTENT_CHARS,  # noqa: F401
+                                    MAX_COVER_BYTES, MAX_DIGEST, MAX_IMAGE_BYTES, MAX_SOURCE_URL_BYTES, MAX_TITLE,
+                                    URL_ALLOWANCE, checked_upload, content_problems, image_problems)
+from channels.wechat_markers import (NOTICE_SID_SUFFIX, RECONCILE_PAGES, find_earlier, find_marked,  # noqa: F401
+                                     is_notice, source_url)
 
-#: Field limits of draft/add (contract §1.2, doc revision 2025-12-19).
-MAX_TITLE, MAX_AUTHOR, MAX_DIGEST = 32, 16, 128
-MAX_CONTENT_CHARS, MAX_CONTENT_BYTES = 20_000, 1024 * 1024
-MAX_SOURCE_URL_BYTES = 1024
-#: media/uploadimg takes JPEG/PNG under 1 MB; a cover (permanent image material) up to 10 MB.
-MAX_IMAGE_BYTES, MAX_COVER_BYTES = 1024 * 1024, 10 * 1024 * 1024
-#: Image types WeChat takes in articles: mime → (leading bytes, upload file extension).
-IMAGE_KINDS = {"image/jpeg": (b"\xff\xd8\xff", ".jpg"), "image/png": (b"\x89PNG\r\n\x1a\n", ".png")}
-#: Bytes an `asset:<sha256>` marker may grow by when replaced with an mmbiz URL (for the 1 MB check).
-URL_ALLOWANCE = 256
-#: How far back reconciliation pages through drafts / published messages (20 per page).
-RECONCILE_PAGES = 5
 #: How long the draft media_id made for a marker is remembered, for a reconcile after a lost answer.
 DRAFT_NOTE_TTL = 7 * 86400
 #: freepublish/delete index of our article: 1-based; 0 or omitted deletes every article of the message.
 RETRACT_INDEX = 1
 #: Title prefix of a correction notice article.
 NOTICE_PREFIX = "「更正」"
-#: Suffix of a correction notice's marker (after the revision's own marker).
-NOTICE_SID_SUFFIX = "-notice"
 #: Stand-in for the original article's URL in a rendered notice; deliver puts the real URL there.
 ORIGINAL_URL_MARK = "wechat:original-article-url"
-#: Our marker: instance and article, then revision, then the notice suffix for a correction notice.
-_SID = re.compile(r"(?P<article>.+-a\d+)-r(?P<revision>\d+)(?:" + re.escape(NOTICE_SID_SUFFIX) + ")?")
-#: A 阅读原文 link carrying a correction notice's marker.
-_NOTICE_MARKER = re.compile(r"[?&]sid=[^&#]*" + re.escape(NOTICE_SID_SUFFIX) + r"(?:[&#]|$)")
 #: `update`'s step before draft/add: (api, content) → (content to send, receipt details).
 Prepare = Callable[[WeChatAPI, str], tuple[str, dict[str, Any]]]
 
@@ -136,9 +126,9 @@ class WeChatChannel(Channel):
     # -- render (pure) -------------------------------------------------------------------------
     def render(self, article: ArticleSnapshot, ctx: RenderContext) -> Rendition:
         s = self.settings
-        stored = {a.sha256 for a in article.assets} | ({article.cover.sha256} if article.cover else set())
-        body = to_wechat_html(article.body_html, stored)
-        warnings, rejected = list(body.warnings), []
+        marked = rewrite_images(article.body_html, article.asset, lambda asset: ASSET_SCHEME + asset.sha256)
+        body = to_wechat_html(marked.html, marked.used)
+        warnings, rejected = [*marked.warnings, *body.warnings], []
         correction = None
         if article.revision > 1 or (article.correction_note or "").strip():
             revised = article.revised_at.astimezone(ctx.ports.timezone)
@@ -159,20 +149,18 @@ class WeChatChannel(Channel):
                             f"{MAX_DIGEST} (45004)")
         if not digest:
             warnings.append("summary is empty; WeChat shows the first 54 characters of the body as digest")
-        rejected += _content_problems(content, len(body.images))
+        rejected += content_problems(content, len(body.images))
         images = []
         for sha in body.images:
-            asset = article.asset(sha)
-            if asset is not None:  # to_wechat_html keeps stored images only
-                rejected.extend(_image_problems(asset, "image", MAX_IMAGE_BYTES))
-                images.append(_asset_json(asset))
+            rejected.extend(image_problems(marked.used[sha], "image", MAX_IMAGE_BYTES))
+            images.append(_asset_json(marked.used[sha]))
         cover, cover_problems, cover_warnings = self._render_cover(article)
         rejected += cover_problems
         warnings += cover_warnings
         sid = f"{self.instance}-a{article.article_id}-r{article.revision}"
         link = (f"{s.source_base.rstrip('/')}/{article.slug}.html" if s.source_base
                 else ctx.ports.public_url(f"m/a/{article.slug}.html"))
-        source, source_problems = _source_url(link, sid)
+        source, source_problems = source_url(link, sid)
         rejected += source_problems
         payload = {"sid": sid, "title": title, "author": author, "digest": digest, "content": content,
                    "content_source_url": source, "need_open_comment": int(s.need_open_comment),
@@ -191,7 +179,7 @@ class WeChatChannel(Channel):
     def _render_cover(self, article: ArticleSnapshot) -> tuple[dict[str, Any] | None, list[str], list[str]]:
         """The cover as the payload names it, what is wrong with it, and warnings."""
         if article.cover:
-            return _asset_json(article.cover), _image_problems(article.cover, "cover", MAX_COVER_BYTES), []
+            return _asset_json(article.cover), image_problems(article.cover, "cover", MAX_COVER_BYTES), []
         if self.settings.default_cover:
             return {"default": True}, [], ["article has no cover; the configured default_cover is used"]
         return None, ["article has no cover image and no default_cover is configured "
@@ -214,8 +202,8 @@ class WeChatChannel(Channel):
         digest = f"更正：{correction['text']}"
         digest = digest if len(digest) <= MAX_DIGEST else digest[:MAX_DIGEST - 1] + "…"
         sid = f"{self.instance}-a{article.article_id}-r{article.revision}{NOTICE_SID_SUFFIX}"
-        source, source_problems = _source_url(link, sid)
-        problems = problems + source_problems + _content_problems(content, 1)
+        source, source_problems = source_url(link, sid)
+        problems = problems + source_problems + content_problems(content, 1)
         return {"sid": sid, "title": NOTICE_PREFIX + short, "author": author, "digest": digest, "content": content,
                 "content_source_url": source, "need_open_comment": int(self.settings.need_open_comment),
                 "cover": cover, "images": [], "rejected": list(dict.fromkeys(problems))}
@@ -233,7 +221,7 @@ class WeChatChannel(Channel):
         """
         if p.get("rejected"):
             raise ContentRejected("not sent to WeChat: " + "; ".join(p["rejected"]))
-        images = {m["sha256"]: self._checked(m, attempt.media.read(m["sha256"]), "image", MAX_IMAGE_BYTES)
+        images = {m["sha256"]: checked_upload(m, attempt.media.read(m["sha256"]), "image", MAX_IMAGE_BYTES)
                   for m in p["images"]}
         cover = self._cover_bytes(p["cover"], attempt)
         api = self._api()
@@ -247,7 +235,8 @@ class WeChatChannel(Channel):
         detail: dict[str, Any] = {}
         if media_id is None:
             urls = {sha: api.upload_image(sha, *blob) for sha, blob in images.items()}
-            content = ASSET_SRC.sub(lambda m: f'src="{html.escape(urls[m.group(1)])}"', p["content"])
+            assets = {m["sha256"]: AssetRef(**m) for m in p["images"]}
+            content = rewrite_images(p["content"], assets.get, lambda asset: urls[asset.sha256]).html
             if prepare is not None:
                 api.add_cover(*cover)  # upload before prepare acts, so little can fail after it
                 content, detail = prepare(api, content)
@@ -289,7 +278,7 @@ class WeChatChannel(Channel):
         """Delete the article a republish replaces: `attempt.remote_id`, else the newest of an earlier revision."""
         old = attempt.remote_id
         if not old:
-            hit = _find_earlier(api, sid)
+            hit = find_earlier(api, sid)
             old = str(hit[0]["article_id"]) if hit else None
         if not old:
             return content, {"replaced": None}
@@ -319,9 +308,9 @@ class WeChatChannel(Channel):
             first = news[0] if news else {}
             url = str(first.get("url") or "").strip()
             source = html.unescape(str(first.get("content_source_url") or ""))
-            if url and not first.get("is_deleted") and not _NOTICE_MARKER.search(source):
+            if url and not first.get("is_deleted") and not is_notice(source):
                 return remote_id, url
-        hit = _find_earlier(api, sid)
+        hit = find_earlier(api, sid)
         if hit and str(hit[1].get("url") or "").strip():
             return str(hit[0]["article_id"]), str(hit[1]["url"]).strip()
         raise NotFound(f"the WeChat article to correct ({remote_id or 'no article_id on record'}) is gone and no "
@@ -349,7 +338,7 @@ class WeChatChannel(Channel):
 
     def _reconcile(self, api: WeChatAPI, sid: str) -> Receipt | str | None:
         """What an earlier attempt left: the published article, a draft to submit, or nothing."""
-        hit = _find_marked(api, "freepublish/batchget", sid)
+        hit = find_marked(api, "freepublish/batchget", sid)
         if hit:
             item, news = hit
             return Receipt(remote_id=str(item["article_id"]), remote_url=news.get("url"),
@@ -364,7 +353,7 @@ class WeChatChannel(Channel):
                     raise
             raise OutcomeUnknown(f"the draft made for {sid} was submitted, but no published article carries the "
                                  "marker yet: the publish job may still be running (or failed) — checking again later")
-        hit = _find_marked(api, "draft/batchget", sid)
+        hit = find_marked(api, "draft/batchget", sid)
         return str(hit[0]["media_id"]) if hit else None
 
     # -- poll / retract --------------------------------------------------------------------------
@@ -384,7 +373,7 @@ class WeChatChannel(Channel):
         api = self._api()
         article_id = attempt.remote_id
         if not article_id:
-            hit = _find_marked(api, "freepublish/batchget", rendition.payload["sid"])
+            hit = find_marked(api, "freepublish/batchget", rendition.payload["sid"])
             if not hit:
                 raise NotFound(f"no published WeChat article carries {rendition.payload['sid']}; nothing to retract")
             article_id = str(hit[0]["article_id"])
@@ -434,101 +423,16 @@ class WeChatChannel(Channel):
         else:
             meta = cover
             data = attempt.media.read(cover["sha256"])
-        blob, filename, mime = self._checked(meta, data, "cover", MAX_COVER_BYTES)
+        blob, filename, mime = checked_upload(meta, data, "cover", MAX_COVER_BYTES)
         return meta["sha256"], blob, filename, mime
-
-    def _checked(self, meta: dict[str, Any], data: bytes, what: str, limit: int) -> tuple[bytes, str, str]:
-        """The bytes about to be uploaded, checked by content: JPEG or PNG and under `limit`."""
-        mime = next((m for m, (magic, _) in IMAGE_KINDS.items() if data.startswith(magic)), None)
-        name = meta.get("filename") or meta["sha256"][:12]
-        problems = [] if mime else [f"{what} {name} ({meta['mime']}) is not a JPEG or PNG file (40005)"]
-        problems += _image_problems(AssetRef(meta["sha256"], mime or meta["mime"], name, len(data)), what, limit)
-        if problems:
-            raise ContentRejected("not sent to WeChat: " + "; ".join(dict.fromkeys(problems)))
-        return data, f"{meta['sha256'][:16]}{IMAGE_KINDS[mime][1]}", mime
 
 
 def _reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _find_marked(api: WeChatAPI, path: str, sid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Page through draft/ or freepublish/batchget for the item whose first article carries `sid`."""
-    marker = re.compile(r"[?&]sid=" + re.escape(quote(sid, safe="")) + r"(?:[&#]|$)")
-    return _scan(api, path, lambda url: bool(marker.search(url)))
-
-
-def _find_earlier(api: WeChatAPI, sid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The newest live published article carrying the marker of an earlier revision of `sid`'s article
-    (correction notices excluded)."""
-    parts = _SID.fullmatch(sid)
-    if parts is None:
-        return None
-    revision = int(parts.group("revision"))
-    marker = re.compile(r"[?&]sid=" + re.escape(quote(parts.group("article"), safe="")) + r"-r(\d+)(?:[&#]|$)")
-
-    def earlier(url: str) -> bool:
-        found = marker.search(url)
-        return found is not None and int(found.group(1)) < revision
-    return _scan(api, "freepublish/batchget", earlier)
-
-
-def _scan(api: WeChatAPI, path: str, match: Callable[[str], bool]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Page through draft/ or freepublish/batchget (newest first) for the first live item whose first
-    article's 阅读原文 link satisfies `match`."""
-    for page in range(RECONCILE_PAGES):
-        data = api.call(path, {"offset": page * 20, "count": 20, "no_content": 1})
-        items = as_list(data.get("item"))
-        for item in items:
-            news = as_list(((item or {}).get("content") or {}).get("news_item"))
-            first = news[0] if news and isinstance(news[0], dict) else {}
-            url = html.unescape(str(first.get("content_source_url") or ""))
-            if match(url) and not first.get("is_deleted"):
-                return item, first
-        if len(items) < 20 or (page + 1) * 20 >= int(data.get("total_count") or 0):
-            return None
-    return None
-
-
-def _source_url(link: str, sid: str) -> tuple[str, list[str]]:
-    """The 阅读原文 link carrying the marker `sid`, and what WeChat would refuse about it."""
-    source = f"{link}{'&' if '?' in link else '?'}sid={quote(sid, safe='')}"
-    problems = []
-    if not re.match(r"https?://", source):
-        problems.append(f"阅读原文 link {link[:60]} is not http(s): set source_base or site.base_url (41039)")
-    if len(source.encode()) > MAX_SOURCE_URL_BYTES:
-        problems.append(f"阅读原文 link is longer than {MAX_SOURCE_URL_BYTES} bytes (41039)")
-    return source, problems
-
-
-def _content_problems(content: str, urls: int) -> list[str]:
-    """Content limits of draft/add; `urls` markers will each grow by up to URL_ALLOWANCE bytes."""
-    problems = []
-    chars = text_length(content)
-    size = len(content.encode()) + URL_ALLOWANCE * urls
-    if chars >= MAX_CONTENT_CHARS:
-        problems.append(f"content has {chars} characters of text; WeChat needs fewer than "
-                        f"{MAX_CONTENT_CHARS} (45002)")
-    if size >= MAX_CONTENT_BYTES:
-        problems.append(f"content is about {size} bytes; WeChat needs less than 1 MB (45002)")
-    return problems
-
-
 def _asset_json(asset: AssetRef) -> dict[str, Any]:
     return {"sha256": asset.sha256, "mime": asset.mime, "filename": asset.filename, "size": asset.size}
-
-
-def _image_problems(asset: AssetRef | None, what: str, limit: int) -> list[str]:
-    if asset is None:
-        return [f"{what} is not stored with the article"]
-    name = asset.filename or asset.sha256[:12]
-    problems = []
-    if asset.mime not in IMAGE_KINDS:
-        problems.append(f"{what} {name} is {asset.mime}; WeChat takes JPEG or PNG (40005)")
-    if asset.size >= limit:
-        problems.append(f"{what} {name} is {asset.size} bytes; WeChat needs less than "
-                        f"{limit // (1024 * 1024)} MB (40009)")
-    return problems
 
 
 def _valid_aes_key(key: str) -> bool:

@@ -3,13 +3,14 @@
 WeChat drops class attributes and `<style>` blocks, filters images that were not uploaded through
 `media/uploadimg`, and refuses the whole draft (45166) when the body links outside
 `mp.weixin.qq.com`. So every kept tag gets an inline `style`, stored images stay `asset:<sha256>`
-markers that `deliver` swaps for the uploaded URLs, other images are dropped and outside links
-become plain text with the address after them.
+markers (as `channels.base.rewrite_images` left them) that `deliver` swaps for the uploaded URLs,
+other images are dropped and outside links become plain text with the address after them.
 """
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -64,9 +65,6 @@ KEPT_ATTRS: dict[str, frozenset[str]] = {
 WECHAT_LINK_HOSTS = ("mp.weixin.qq.com",)
 #: Hosts of images WeChat keeps (what media/uploadimg and add_material return).
 WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn", "mmecoa.qpic.cn")
-#: `src="asset:<sha256>"` as this module writes it; deliver replaces the marker with the upload URL.
-ASSET_SRC = re.compile(r'src="' + ASSET_SCHEME + r'([0-9a-f]{64})"')
-_ASSET_REF = re.compile(ASSET_SCHEME + r"([0-9a-fA-F]{64})$")
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -94,8 +92,9 @@ def _append_text(el: lhtml.HtmlElement, text: str) -> None:
         el.text = (el.text or "") + text
 
 
-def to_wechat_html(body_html: str, stored: set[str]) -> WeChatBody:
-    """Convert sanitised article HTML; `stored` holds the sha256 of the images stored with it."""
+def to_wechat_html(body_html: str, stored: Collection[str]) -> WeChatBody:
+    """Convert sanitised article HTML whose stored images are `asset:<sha256>` markers; `stored`
+    holds those sha256 (any other image is dropped)."""
     out = WeChatBody(html="")
     if not body_html.strip():
         return out
@@ -138,15 +137,10 @@ def to_wechat_html(body_html: str, stored: set[str]) -> WeChatBody:
     return out
 
 
-def _keep_image(el: lhtml.HtmlElement, stored: set[str], out: WeChatBody) -> bool:
+def _keep_image(el: lhtml.HtmlElement, stored: Collection[str], out: WeChatBody) -> bool:
     src = (el.get("src") or "").strip()
-    ref = _ASSET_REF.match(src)
-    if ref:
-        sha = ref.group(1).lower()
-        if sha not in stored:
-            out.warnings.append(f"image {ASSET_SCHEME}{sha[:12]}… is not stored with the article; dropped")
-            return False
-        el.set("src", ASSET_SCHEME + sha)
+    sha = src.removeprefix(ASSET_SCHEME)
+    if sha != src and sha in stored:
         if sha not in out.images:
             out.images.append(sha)
         return True

@@ -24,41 +24,41 @@ unknown (`UnavailableAfterSend`) and the core retries with `attempt.reconcile`. 
 (or the "similar content" 20017) means the earlier attempt was posted. Weibo does not say which
 post matched, so the receipt's remote_id is `UNKNOWN_ID` with `detail={"already_posted": True}`.
 A later retract of that post needs a person. `update` reconciles the same way.
+
+Counting and cutting status text live in `channels.weibo_text`; the translation of Weibo's answers
+into `channels.errors` lives in `channels.weibo_errors`.
 """
 from __future__ import annotations
 
 import html
 import ipaddress
 import logging
-import math
 import re
 import threading
-import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import requests
 from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
-from urllib3.exceptions import NewConnectionError
 
 from channels.base import (ArticleSnapshot, Attempt, Channel, ChannelSettings, Ports, Receipt,
                            RenderContext, Rendition)
 from channels.errors import (AuthInvalid, ContentRejected, DeliveryError, ManualActionRequired, OutcomeUnknown,
-                             PermanentError, RateLimited, Unavailable)
+                             PermanentError, Unavailable)
+# ERRORS, UnavailableAfterSend, ELLIPSIS, URL_UNITS, URL_MAX_UNITS and _shorten are only re-exported:
+# they were importable from this module before weibo_errors and weibo_text were split off.
+from channels.weibo_errors import (DUPLICATE, ERRORS, GONE, SERVER_SLOW, Answer,  # noqa: F401
+                                   ManualRemovalRequired, UnavailableAfterSend, http_error, transport_error,
+                                   vendor_error)
+from channels.weibo_text import (ELLIPSIS, LINK, MAX_CHARS, URL_MAX_UNITS, URL_UNITS, longest,  # noqa: F401
+                                 on_domain, one_line, shorten, weibo_length)
+from channels.weibo_text import shorten as _shorten  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-#: The statuses/share limit in 字, as `weibo_length` counts them (contract §2.1).
-MAX_CHARS = 140
-#: Half-width units one link counts for, if it is at most URL_MAX_UNITS long. A longer link adds the excess.
-URL_UNITS = 20
-URL_MAX_UNITS = 140
 #: remote_id of a post Weibo says exists (20019/20017 on a reconciling retry, 20032) without giving its id.
 UNKNOWN_ID = "unknown"
-#: Appended where the summary (or title) was cut.
-ELLIPSIS = "…"
 #: Picture types statuses/share accepts, with the file extension sent, and the size bound (< 5 MB).
 PIC_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
 MAX_PIC_BYTES = 5 * 1024 * 1024
@@ -68,76 +68,6 @@ TEMPLATE = "weibo/status.txt"
 DEFAULT_LINK = "m/a/{slug}.html"
 SHARE = "2/statuses/share.json"
 DESTROY = "2/statuses/destroy.json"
-
-#: A link as Weibo's counter recognises it (WeCase's pattern, plus https and hyphens in host names).
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})+[-A-Za-z0-9_$.+!*()/\\,:@&=?~#%]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: Characters dropped from the end of a cut summary before the ellipsis.
-_SOFT_END = " ，、；：。,.;:（(《“‘【["
-#: Characters that join the one before them (combining marks are checked separately).
-_JOINERS = {"\u200d", "\ufe0e", "\ufe0f", *map(chr, range(0x1F3FB, 0x1F400))}
-
-_REAUTH = "the access token is expired or revoked: the account must be re-authorised (OAuth) and the new " \
-          "token put in the configuration"
-#: Weibo error_code → (error class, what it means here). Contract §2.2.
-ERRORS: dict[int, tuple[type[DeliveryError], str]] = {
-    **dict.fromkeys((10001, 10002, 10003, 10009, 10010, 10011), (Unavailable, "Weibo is failing or busy")),
-    **dict.fromkeys((10022, 10023, 10024, 20016), (RateLimited, "rate limit reached")),
-    **dict.fromkeys((21327, 21332, 21301, *range(21314, 21320)), (AuthInvalid, _REAUTH)),
-    21321: (AuthInvalid, "the app is unaudited and over its user limit: fix the app on open.weibo.com"),
-    10014: (AuthInvalid, "the app lacks permission for this API: fix the app on open.weibo.com"),
-    **dict.fromkeys((10006, 10008, 10016, 10017, 10018),
-                    (ContentRejected, "Weibo refused the request (an adapter or configuration bug)")),
-    20005: (ContentRejected, "the cover image was refused: unsupported image type (JPEG, GIF or PNG only)"),
-    20006: (ContentRejected, "the cover image was refused: image too large"),
-    20007: (ContentRejected, "the cover image was refused: no image in the multipart body"),
-    20012: (ContentRejected, "the status is too long for Weibo (over 140 字)"),
-    **dict.fromkeys((20017, 20019), (ContentRejected, "duplicate: the account already posted this status")),
-    20018: (ContentRejected, "moderation: the link was judged an illegal website; a person must look at it"),
-    20020: (ContentRejected, "moderation: the status was judged advertising; a person must look at it"),
-    20021: (ContentRejected, "moderation: the content was judged illegal; a person must look at it"),
-    20022: (ContentRejected, "moderation: the posting IP was judged abnormal; a person must look at it"),
-    20031: (ContentRejected, "moderation: Weibo asks for a captcha; a person must post or verify by hand"),
-}
-#: "Update success, server slow": the post was accepted, its id comes later (contract §2.2).
-SERVER_SLOW = 20032
-#: Repeat content: on a reconciling retry, the earlier attempt was posted.
-DUPLICATE = (20017, 20019)
-#: statuses/destroy: the post does not exist (any more), which is what retract wants.
-GONE = 20101
-
-
-class UnavailableAfterSend(Unavailable, OutcomeUnknown):
-    """The share was sent, then the answer was lost or was a server failure.
-
-    Weibo is failing (Unavailable: back off, count towards a breaker), and the post may have been
-    applied (OutcomeUnknown: the next attempt must reconcile, which 20019 makes safe).
-    """
-
-
-class ManualRemovalRequired(ManualActionRequired):
-    """Weibo will not delete this post for the app (or its id is unknown): a person must delete it,
-    at `url` when the id is known. The core parks the delivery as a manual task."""
-
-
-def weibo_length(text: str) -> int:
-    """Length in 字 as Weibo counts it (contract §2.1).
-
-    Each non-ASCII character counts 2 units, each ASCII character 1, and each http(s) link 20
-    units (a link longer than 140 characters adds the excess). The result is ceil(units / 2).
-    """
-    units, pos = 0, 0
-    for match in _URL.finditer(text):
-        units += _units(text[pos:match.start()])
-        size = len(match.group())
-        units += URL_UNITS if size <= URL_MAX_UNITS else size - URL_MAX_UNITS + URL_UNITS
-        pos = match.end()
-    return math.ceil((units + _units(text[pos:])) / 2)
-
-
-def _units(text: str) -> int:
-    return sum(1 if ord(ch) < 128 else 2 for ch in text)
 
 
 def _known(remote_id: str | None) -> TypeGuard[str]:
@@ -154,62 +84,6 @@ def post_url(idstr: str, uid: str | None = None) -> str:
     """Where readers find a post. Weibo's canonical URL is weibo.com/<uid>/<base62 mid>. The numeric
     id is accepted there too, and m.weibo.cn/status/<id> works without the uid [unverified]."""
     return f"https://weibo.com/{uid}/{idstr}" if uid else f"https://m.weibo.cn/status/{idstr}"
-
-
-def _on_domain(url: str, domain: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host == domain or host.endswith("." + domain)
-
-
-def _plain(text: str) -> str:
-    """One line of text: no control characters, whitespace runs collapsed."""
-    return " ".join(_CONTROL.sub(" ", text).split())
-
-
-def _shorten(text: str, keep: int) -> str:
-    """The first `keep` characters plus an ellipsis. A character sequence that joins (combining
-    mark, ZWJ emoji) is never split. "" if nothing is left."""
-    if keep >= len(text):
-        return text
-    while keep > 0 and (unicodedata.combining(text[keep]) or text[keep] in _JOINERS
-                        or text[keep - 1] == "\u200d"):
-        keep -= 1
-    head = text[:keep].rstrip(_SOFT_END)
-    return head + ELLIPSIS if head else ""
-
-
-def _longest(fits: Callable[[int], bool], size: int) -> int | None:
-    """The largest k in 0..size with fits(k) (binary search; fits grows with k), None if none."""
-    if not fits(0):
-        return None
-    lo, hi = 0, size
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One HTTP answer from Weibo: status and the JSON object, if the body was one."""
-
-    status: int
-    body: dict[str, Any] | None
-    headers: Any
-
-    @property
-    def code(self) -> int | str | None:
-        """error_code as an int (Weibo sometimes sends a string), None on success."""
-        raw = self.body.get("error_code") if self.body else None
-        if raw in (None, "", 0, "0"):
-            return None
-        try:
-            return int(str(raw).strip())
-        except ValueError:
-            return str(raw)
 
 
 class WeiboChannel(Channel):
@@ -275,7 +149,7 @@ class WeiboChannel(Channel):
         def _link_base(cls, value: str | None) -> str | None:
             if value is None:
                 return None
-            if not _URL.fullmatch(value.replace("{slug}", "slug")):
+            if not LINK.fullmatch(value.replace("{slug}", "slug")):
                 raise ValueError("must be an absolute http(s) URL that Weibo recognises as a link")
             return value if "{slug}" in value or value.endswith("/") else value + "/"
 
@@ -286,7 +160,7 @@ class WeiboChannel(Channel):
 
         @model_validator(mode="after")
         def _link_on_safe_domain(self) -> WeiboChannel.Settings:
-            if self.link_base and not _on_domain(self.link_base.replace("{slug}", "slug"), self.safe_domain):
+            if self.link_base and not on_domain(self.link_base.replace("{slug}", "slug"), self.safe_domain):
                 raise ValueError(f"link_base {self.link_base} is not on safe_domain {self.safe_domain} "
                                  "(Weibo refuses posts whose link is off the app's 安全域名)")
             return self
@@ -310,13 +184,13 @@ class WeiboChannel(Channel):
         warnings: list[str] = []
         link = self.link(article.slug, ctx.ports)
         correction = bool(article.correction_note)
-        title = _plain(article.title)
+        title = one_line(article.title)
         if correction:
-            text = _plain(article.correction_note or "")
+            text = one_line(article.correction_note or "")
         else:
-            text = _plain(article.summary)
+            text = one_line(article.summary)
             if not text:
-                text = _plain(html.unescape(re.sub(r"<[^>]+>", " ", article.body_html)))[:400]
+                text = one_line(html.unescape(re.sub(r"<[^>]+>", " ", article.body_html)))[:400]
                 warnings.append("summary is empty; the status uses the start of the body")
         if "#" in title + text:  # "#…#" would make a 话题, which statuses/share refuses
             title, text = title.replace("#", "＃"), text.replace("#", "＃")
@@ -330,18 +204,18 @@ class WeiboChannel(Channel):
             return weibo_length(status(title, text)) <= MAX_CHARS
 
         if not fits(title, text):
-            keep = _longest(lambda k: fits(title, _shorten(text, k)), len(text))
+            keep = longest(lambda k: fits(title, shorten(text, k)), len(text))
             if keep is not None:
                 warnings.append(f"summary truncated to fit {MAX_CHARS} 字 "
                                 f"(kept {keep} of {len(text)} characters)")
-                text = _shorten(text, keep)
+                text = shorten(text, keep)
             else:
-                keep = _longest(lambda k: fits(_shorten(title, k), ""), len(title))
+                keep = longest(lambda k: fits(shorten(title, k), ""), len(title))
                 if keep is None:
                     raise ContentRejected(f"weibo {self.instance}: the link {link} alone is longer than "
                                           f"{MAX_CHARS} 字")
                 warnings.append(f"summary dropped and title truncated to fit {MAX_CHARS} 字")
-                title, text = _shorten(title, keep), ""
+                title, text = shorten(title, keep), ""
         final = status(title, text)
         cover = self._cover(article, warnings)
         payload = {"status": final, "link": link, "length": weibo_length(final), "cover": cover}
@@ -359,7 +233,7 @@ class WeiboChannel(Channel):
             url = base.replace("{slug}", quoted)
         else:
             url = f"{base}{quoted}.html"
-        if not _URL.fullmatch(url) or not _on_domain(url, self.settings.safe_domain):
+        if not LINK.fullmatch(url) or not on_domain(url, self.settings.safe_domain):
             raise PermanentError(f"weibo {self.instance}: the article link {url} is not an http(s) link on "
                                  f"safe_domain {self.settings.safe_domain} (the app's 安全域名); "
                                  "set link_base or site.base_url")
@@ -500,24 +374,25 @@ class WeiboChannel(Channel):
         return session
 
     def _post(self, endpoint: str, fields: dict[str, str], files: dict[str, Any] | None, *,
-              share: bool) -> _Answer:
+              share: bool) -> Answer:
         """POST form fields (multipart if there are files) with the token in the body, never the URL."""
         url = self.settings.api_base + endpoint
         data = {**fields, "access_token": self.settings.access_token.get_secret_value()}
         try:
             resp = self._session().post(url, data=data, files=files, timeout=self.settings.timeout)
         except requests.RequestException as exc:
-            raise self._transport_error(exc, url, share) from exc
+            raise transport_error(exc, f"weibo {self.instance}", url, share=share, timeout=self.settings.timeout,
+                                  detail=self._redact(f"{type(exc).__name__}: {exc}")) from exc
         try:
             body = resp.json()
         except ValueError:
             body = None
-        answer = _Answer(resp.status_code, body if isinstance(body, dict) else None, resp.headers)
+        answer = Answer(resp.status_code, body if isinstance(body, dict) else None, resp.headers)
         if answer.code is not None or (answer.body is not None and 200 <= resp.status_code < 300):
             return answer  # a result, or Weibo's own error, which the caller reads for its operation
-        raise self._http_error(answer, url, share)
+        raise http_error(answer, f"weibo {self.instance}: {url}", share=share, clock=self.ports.clock)
 
-    def _posted(self, answer: _Answer) -> tuple[Receipt, str | None]:
+    def _posted(self, answer: Answer) -> tuple[Receipt, str | None]:
         body = answer.body or {}
         idstr = str(body.get("idstr") or body.get("id") or "")
         if not idstr:
@@ -530,75 +405,17 @@ class WeiboChannel(Channel):
                        detail={"mid": body.get("mid"), "created_at": body.get("created_at"),
                                "picture": body.get("original_pic")}), uid
 
-    def _error(self, answer: _Answer, endpoint: str, *, share: bool) -> DeliveryError:
+    def _error(self, answer: Answer, endpoint: str, *, share: bool) -> DeliveryError:
         """The classified error for a Weibo error answer (contract §2.2)."""
-        code = answer.code
-        text = self._vendor_text(answer)
-        cls, meaning = ERRORS.get(code, (None, "")) if isinstance(code, int) else (None, "")
-        if cls is None:  # not in the table: a server failure if 5xx, else for a person to read
-            cls = Unavailable if answer.status >= 500 else PermanentError
-            meaning = f"unrecognised Weibo error (HTTP {answer.status})"
-        if code == 10017 and "domain" in text.lower():
-            meaning += f"; the link must be on the app's 安全域名 (safe_domain {self.settings.safe_domain})"
-        message = f"weibo {self.instance}: {endpoint}: {meaning} — Weibo says {text!r}"
-        if cls is RateLimited:
-            retry = self._next_window()
-            return RateLimited(f"{message}; next window in {retry:.0f}s", retry_after=retry, code=code)
-        if cls is Unavailable and share:
-            cls = UnavailableAfterSend
-        return cls(message, code=code)
+        return vendor_error(answer, f"weibo {self.instance}: {endpoint}", text=self._vendor_text(answer), share=share,
+                            safe_domain=self.settings.safe_domain, clock=self.ports.clock)
 
-    def _http_error(self, answer: _Answer, url: str, share: bool) -> DeliveryError:
-        """An answer that is not Weibo's: a proxy or gateway page, or a success without JSON."""
-        where = f"weibo {self.instance}: {url} answered HTTP {answer.status} without a Weibo JSON body"
-        if answer.status == 429:
-            retry = _retry_after(answer.headers) or self._next_window()
-            return RateLimited(f"{where}; retry in {retry:.0f}s", retry_after=retry, code=429)
-        if answer.status >= 500:
-            cls = UnavailableAfterSend if share else Unavailable
-            return cls(f"{where}{'; the status may have been posted' if share else ''}", code=answer.status)
-        if 200 <= answer.status < 300:
-            return OutcomeUnknown(f"{where}; the status may have been posted") if share \
-                else Unavailable(where, code=answer.status)
-        return PermanentError(f"{where}; check api_base", code=answer.status)
-
-    def _transport_error(self, exc: requests.RequestException, url: str, share: bool) -> DeliveryError:
-        detail = self._redact(f"{type(exc).__name__}: {exc}")
-        if not _was_sent(exc):
-            return Unavailable(f"weibo {self.instance}: cannot reach {url}: {detail}")
-        what = f"no answer within {self.settings.timeout:g}s" if isinstance(exc, requests.Timeout) \
-            else "the connection broke"
-        if share:
-            return UnavailableAfterSend(f"weibo {self.instance}: {what} after the status was sent to {url}; "
-                                        f"it may have been posted: {detail}")
-        return Unavailable(f"weibo {self.instance}: {what} from {url}: {detail}")
-
-    def _vendor_text(self, answer: _Answer) -> str:
+    def _vendor_text(self, answer: Answer) -> str:
         return self._redact(str((answer.body or {}).get("error", "")))
 
     def _redact(self, text: str) -> str:
         token = self.settings.access_token.get_secret_value()
         return text.replace(token, "***") if token else text
-
-    def _next_window(self) -> float:
-        """Seconds until the next clock hour (Weibo's limits are hourly), at least a minute."""
-        return max(60.0, 3600.0 - self.ports.clock().timestamp() % 3600)
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        return max(float(headers.get("Retry-After", "")), 1.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def _was_sent(exc: requests.RequestException) -> bool:
-    """False only when the request surely never left: no connection, TLS failure, bad URL."""
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError,
-                        requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
-        return False
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return not isinstance(reason, NewConnectionError)
 
 
 def _loopback(host: str) -> bool:

@@ -176,6 +176,9 @@ def test_unknown_asset_and_external_images_are_dropped_with_warnings(site, rende
     assert "cdn.example" not in rendition.payload["page"] and "asset:" not in rendition.payload["page"]
     assert any("not attached" in w for w in rendition.warnings)
     assert any("external image" in w for w in rendition.warnings)
+    # An unknown asset's whole <img> goes (as in every channel), not just its src.
+    alone = site.render(make_snapshot(body_html=f'<p>图<img src="asset:{"ab" * 32}" alt="缺"></p>'), render_ctx)
+    assert "<p>图</p>" in alone.payload["page"] and 'alt="缺"' not in alone.payload["page"]
 
 
 def test_correction_note_shows_a_dated_notice(site, render_ctx, make_snapshot):
