@@ -26,6 +26,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "publish": frozenset({"editor", "publisher", "admin"}),
     "correct": frozenset({"editor", "publisher", "admin"}),
     "retract": frozenset({"publisher", "editor", "admin"}),
+    "retry": frozenset({"editor", "publisher", "ops", "admin"}),
     "operate": frozenset({"ops", "admin"}),
     "manage_users": frozenset({"admin"}),
 }

@@ -137,7 +137,7 @@ def me(request: Request, who: Principal = require("read")) -> dict[str, Any]:
 
 @router.get("/articles")
 def articles(request: Request, who: Principal = require("read"),
-             limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1),
+             limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1, le=2**62),
              status: str | None = Query(None, pattern="^(live|retracted)$")) -> dict[str, Any]:
     with request.app.state.runtime.store.read() as session:
         return {"articles": list_articles(session, limit=limit, before_id=before_id, status=status)}
@@ -186,7 +186,7 @@ def retract(request: Request, ref: Ref, body: RetractRequest, who: Principal = r
 
 @router.post("/articles/{ref}/retry", summary="Re-queue failed or stuck deliveries")
 def retry(request: Request, ref: Ref, body: RetryRequest = Body(default_factory=RetryRequest),
-          who: Principal = require("operate")) -> dict[str, Any]:
+          who: Principal = require("retry")) -> dict[str, Any]:
     rt = request.app.state.runtime
     if body.channel and body.channel not in rt.config.channels:
         raise HTTPException(422, detail=[{"loc": ["body", "channel"], "msg": f"unknown channel {body.channel!r}"}])
@@ -201,7 +201,7 @@ def retry(request: Request, ref: Ref, body: RetryRequest = Body(default_factory=
 def deliveries(request: Request, who: Principal = require("read"),
                state: str | None = Query(None, pattern="^(" + "|".join(_STATES) + ")$"),
                channel: str | None = Query(None, max_length=40), limit: int = Query(100, ge=1, le=1000),
-               before_id: int | None = Query(None, ge=1)) -> dict[str, Any]:
+               before_id: int | None = Query(None, ge=1, le=2**62)) -> dict[str, Any]:
     with request.app.state.runtime.store.read() as session:
         return {"deliveries": list_deliveries(session, state=state, channel=channel, limit=limit,
                                               before_id=before_id)}

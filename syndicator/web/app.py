@@ -62,6 +62,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(desk.router)
     app.include_router(ops.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
+    app.add_exception_handler(pages.PageForbidden, pages.forbidden_page)
     app.mount("/_static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="web-static")
 
     @app.middleware("http")

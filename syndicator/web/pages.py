@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from syndicator.users import Principal, authenticate
@@ -16,6 +16,17 @@ from syndicator.web.auth import _check_csrf, csrf_token, principal
 from syndicator.web.i18n import LANGUAGES, choose, translator
 
 router = APIRouter(include_in_schema=False)
+
+
+class PageForbidden(Exception):
+    """The visitor's role may not do this; shown as an HTML 403 page."""
+
+    def __init__(self, role: str, action: str) -> None:
+        self.role, self.action = role, action
+
+
+def forbidden_page(request: Request, exc: PageForbidden) -> Response:
+    return render(request, "web/forbidden.html", status_code=403, role=exc.role, action=exc.action)
 
 
 class LoginRequired(Exception):
@@ -31,7 +42,7 @@ def page_user(action: str):
         if who is None:
             raise LoginRequired(str(request.url.path))
         if not who.may(action):
-            raise HTTPException(403, detail=f"role '{who.role}' may not {action}")
+            raise PageForbidden(who.role, action)
         if request.method not in ("GET", "HEAD"):
             await _check_csrf(request)
         return who

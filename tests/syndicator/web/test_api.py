@@ -53,7 +53,7 @@ ROUTES = [
     ("POST", "/api/v1/articles", "publish", "publish"),
     ("GET", "/api/v1/articles/{ref}", None, "read"),
     ("POST", "/api/v1/articles/{ref}/corrections", "correct", "correct"),
-    ("POST", "/api/v1/articles/{ref}/retry", {}, "operate"),
+    ("POST", "/api/v1/articles/{ref}/retry", {}, "retry"),
     ("GET", "/api/v1/deliveries", None, "read"),
     ("GET", "/api/v1/deliveries/{id}/timeline", None, "read"),
     ("POST", "/api/v1/deliveries/{id}/resolve", {}, "operate"),
@@ -63,7 +63,7 @@ ROUTES = [
 ]
 ALLOWED = {"read": set(ROLES), "publish": {"editor", "publisher", "admin"},
            "correct": {"editor", "publisher", "admin"}, "retract": {"editor", "publisher", "admin"},
-           "operate": {"ops", "admin"}}
+           "retry": {"editor", "publisher", "ops", "admin"}, "operate": {"ops", "admin"}}
 
 
 def test_the_matrix_covers_every_api_route(web):
