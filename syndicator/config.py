@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 #: Environment variable naming the config file when no path is given.
 CONFIG_ENV = "SYNDICATOR_CONFIG"
@@ -115,6 +115,29 @@ class LimitSettings(_Frozen):
     max_body_chars: int = Field(200_000, gt=0)
 
 
+class AlertSettings(_Frozen):
+    """Alerts shown on the ops dashboard and POSTed as JSON to a webhook (once per condition)."""
+
+    #: Where alerts are POSTed (http or https). Often holds a key: write it as `${ENV}`. None: board only.
+    webhook_url: SecretStr | None = None
+    #: A delivery not settled (delivered, failed, …) this many minutes after it was due raises an alert.
+    unsettled_minutes: float = Field(10, gt=0)
+    #: This many failed outcomes in a row on one channel raise an alert.
+    failures_in_a_row: int = Field(5, ge=1)
+    #: A channel credential expiring within this many days raises an alert.
+    credential_days: float = Field(7, ge=0)
+    #: Seconds to wait for the webhook.
+    webhook_timeout: float = Field(5, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _webhook(self) -> AlertSettings:
+        # Checked on the model, so an error never echoes the URL (it may hold a key).
+        url = self.webhook_url.get_secret_value() if self.webhook_url is not None else None
+        if url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return self
+
+
 class ChannelConfig(_Frozen):
     """One named channel instance; `settings` is validated by the channel type's own model."""
 
@@ -136,6 +159,7 @@ class Config(_Frozen):
     delivery: DeliverySettings = DeliverySettings()
     limits: LimitSettings = LimitSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    alerts: AlertSettings = AlertSettings()
     channels: dict[str, ChannelConfig]
     #: Directory of the config file; relative paths and sqlite URLs resolve against it.
     base_dir: Path = Path(".")

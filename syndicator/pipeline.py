@@ -25,7 +25,7 @@ from channels.errors import (
     RateLimited,
 )
 from channels.registry import ChannelUnavailable, load_type
-from syndicator import editorial, faults, states
+from syndicator import alerts, editorial, faults, states
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
 from syndicator.channel_status import held_back, record_failure, record_success, set_suspended
@@ -328,6 +328,7 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
     if due:
         rt.enqueuer.forget(rt.enqueuer.enqueue(due))
         log.info("sweeper re-sent deliveries", extra={"count": len(due)})
+    alerts.check(rt, now=now)
     return {"recovered": recovered, "enqueued": len(due), "expired": len(expired)}
 
 
