@@ -21,7 +21,7 @@ from syndicator.models import Article, Asset, Delivery, Revision
 from syndicator.runtime import Runtime
 from syndicator.users import ROLES, add_user
 from syndicator.web.app import create_app
-from syndicator.web.desk import _display_html
+from syndicator.web.desk.preview import _display_html
 from tests.conftest import REPO
 from tests.support.services import write_config
 

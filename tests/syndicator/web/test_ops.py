@@ -452,7 +452,7 @@ def test_matrix_filters_by_latest_state_channel_and_text(web, monkeypatch):
     update_cell = doc(client.get("/ops/matrix?q=beta")).xpath(f"//a[@href='/ops/deliveries/{update}']")[0]
     assert "更正" in update_cell.text_content()
 
-    monkeypatch.setattr(ops, "MATRIX_PAGE", 2)
+    monkeypatch.setattr(ops.matrix, "MATRIX_PAGE", 2)
     first = doc(client.get("/ops/matrix?state=delivered"))
     older = first.xpath(f"//*[{cls('ops-pager')}]/a")[-1].get("href")
     assert older == f"/ops/matrix?state=delivered&before={a3[0]}"
@@ -548,7 +548,7 @@ def test_every_ops_string_is_translated_and_english_is_available(web):
     from syndicator.web.i18n import catalogue
 
     zh = catalogue("zh_CN")
-    sources = [*sorted((REPO / "templates/web/ops").glob("*.html")), REPO / "syndicator/web/ops.py",
+    sources = [*sorted((REPO / "templates/web/ops").glob("*.html")), *sorted((REPO / "syndicator/web/ops").glob("*.py")),
                REPO / "syndicator/alerts.py"]
     used = set()
     for path in sources:
