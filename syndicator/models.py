@@ -130,6 +130,10 @@ class Delivery(Base):
         Index("ix_deliveries_channel_state", "channel", "state"),
         Index("ix_deliveries_article", "article_id", "channel"),
         Index("ix_deliveries_updated", "updated_at"),
+        # Newest-first pages filtered by state or channel walk these instead of sorting every match.
+        Index("ix_deliveries_state_id", "state", "id"),
+        Index("ix_deliveries_channel_id", "channel", "id"),
+        Index("ix_deliveries_state_channel", "state", "channel"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
