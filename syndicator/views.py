@@ -49,14 +49,19 @@ def article_status(session: Session, article: Article) -> dict[str, Any]:
     }
 
 
+def articles_query():
+    """Articles with their current revision's title and unit (the base of every article list)."""
+    return select(Article.id, Article.slug, Article.status, Article.current_revision, Article.created_at,
+                  Article.created_by, Revision.title, Revision.unit).join(
+        Revision, (Revision.article_id == Article.id) & (Revision.number == Article.current_revision))
+
+
 def list_articles(session: Session, *, limit: int = 50, before_id: int | None = None,
                   status: str | None = None) -> list[dict[str, Any]]:
     """Newest first (keyset by id) with each article's delivery states counted."""
     from sqlalchemy import func
 
-    q = select(Article.id, Article.slug, Article.status, Article.current_revision, Article.created_at,
-               Article.created_by, Revision.title, Revision.unit).join(
-        Revision, (Revision.article_id == Article.id) & (Revision.number == Article.current_revision))
+    q = articles_query()
     if status:
         q = q.where(Article.status == status)
     if before_id:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import aliased
 
 from syndicator.models import Article, Asset, Delivery, Revision
 from syndicator.states import TERMINAL
-from syndicator.views import NotFoundError, article_status, find_article
+from syndicator.views import NotFoundError, article_status, articles_query, find_article
 from syndicator.web.desk.forms import ARTICLE_FIELDS, LIMITS, Submission
 
 #: Delivery states an editor must look at.
@@ -75,9 +75,7 @@ def _problem_clause():
 
 def _articles(session, *, status: str | None, unit: str | None, problems: bool,
               before: int | None) -> tuple[list[dict[str, Any]], bool]:
-    q = select(Article.id, Article.slug, Article.status, Article.current_revision, Article.created_at,
-               Article.created_by, Revision.title, Revision.unit).join(
-        Revision, (Revision.article_id == Article.id) & (Revision.number == Article.current_revision))
+    q = articles_query()
     if status:
         q = q.where(Article.status == status)
     if unit:
