@@ -70,12 +70,11 @@ def _seed_rss(rt: Runtime, template: ArticleDraft, n: int, start: datetime) -> N
         at = (start + timedelta(minutes=i)).isoformat()
         item = {**payload, "guid": f"urn:syndicator:article:{i}", "title": f"{payload['title']}{i}",
                 "published": at, "updated": at}
-        rows.append((item["guid"], rss._utc_key(at), rss._utc_key(at), json.dumps(item, ensure_ascii=False,
-                                                                                   sort_keys=True)))
+        rows.append(rss.index_row(item, rt.ports.timezone))  # the row a delivery stores, XML fragments included
     with closing(sqlite3.connect(channel.directory / ".index.sqlite")) as db:
-        db.executescript(rss._SCHEMA)
+        rss.prepare_index(db)
         with db:
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+            db.executemany(rss.UPSERT_SQL, rows)
 
 
 def _seed_microsite(rt: Runtime, template: ArticleDraft, n: int, start: datetime) -> None:

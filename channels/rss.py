@@ -4,6 +4,8 @@ The channel's "remote" is a directory: `rss.xml`, `atom.xml`, `media/` and a sma
 (`.index.sqlite`) holding every published item, so the feeds can be regenerated from the newest
 `items` entries after each publish, correction or retraction. Every operation is an idempotent
 upsert/delete followed by a deterministic rewrite, which is why the channel is reconcilable.
+Each row also holds the item's rendered XML, so a rewrite serialises only the feed header and a
+delivery only its own item, however full the feed is (channels/rss_feed.py).
 """
 from __future__ import annotations
 
@@ -13,34 +15,38 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from feedgen.ext.base import BaseEntryExtension, BaseExtension
-from feedgen.feed import FeedGenerator
-from lxml import etree
 from pydantic import Field, StringConstraints, field_validator
 
-from channels import localfs
+from channels import localfs, rss_feed
 from channels.base import (ArticleSnapshot, AssetRef, Attempt, Channel, ChannelSettings, Ports, Receipt,
                            RenderContext, Rendition, rewrite_images)
 from channels.errors import Unavailable
 
 #: Characters lxml refuses ("All strings must be XML compatible"), plus DEL.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-ATOM_NS = "http://www.w3.org/2005/Atom"
-DC_NS = "http://purl.org/dc/elements/1.1/"
 #: The newest N items; served by the `items_newest` index, so cost does not grow with the archive.
-NEWEST_SQL = "SELECT item FROM items ORDER BY published DESC, guid LIMIT ?"
+NEWEST_SQL = "SELECT guid, updated, rss, atom, frag_key FROM items ORDER BY published DESC, guid LIMIT ?"
+#: `rss`/`atom` hold the item's rendered fragments (see rss_feed) as UTF-8 bytes, joined into the file
+#: without decoding; `frag_key` what they were rendered for. NULL in rows written before fragments were
+#: stored: rendered when first needed.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (guid TEXT PRIMARY KEY, published TEXT NOT NULL,
-                                  updated TEXT NOT NULL, item TEXT NOT NULL);
+                                  updated TEXT NOT NULL, item TEXT NOT NULL,
+                                  rss BLOB, atom BLOB, frag_key TEXT);
 CREATE INDEX IF NOT EXISTS items_newest ON items (published DESC, guid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-#: Feed `updated` when the feed has never held an item.
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FRAGMENT_COLUMNS = {"rss": "BLOB", "atom": "BLOB", "frag_key": "TEXT"}
+#: An older revision retried late must not overwrite a newer one (the WHERE of the update).
+UPSERT_SQL = ("INSERT INTO items (guid, published, updated, item, rss, atom, frag_key) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guid) DO UPDATE SET "
+              "published = excluded.published, updated = excluded.updated, item = excluded.item, "
+              "rss = excluded.rss, atom = excluded.atom, frag_key = excluded.frag_key "
+              "WHERE excluded.updated >= items.updated")
 
 
 def _clean(text: str) -> str:
@@ -56,37 +62,21 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-class _Namespaces(BaseExtension):
-    """Declares the dc prefix on the feed root (feedgen takes namespaces from feed extensions)."""
+def prepare_index(db: sqlite3.Connection) -> None:
+    """Create the index, or bring an older one up to date: index files written before fragments
+    were stored lack their columns, which are added (idempotent); their rows keep NULL fragments."""
+    db.executescript(_SCHEMA)
+    present = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+    for column, kind in _FRAGMENT_COLUMNS.items():
+        if column not in present:
+            db.execute(f"ALTER TABLE items ADD COLUMN {column} {kind}")
 
-    def extend_ns(self) -> dict[str, str]:
-        return {"dc": DC_NS}
 
-
-class _ItemExtras(BaseEntryExtension):
-    """What feedgen 1.0.0 cannot write correctly: RSS atom:updated, dc fields, the Atom enclosure."""
-
-    def __init__(self) -> None:
-        self.updated: datetime | None = None
-        self.creator = ""
-        self.publisher = ""
-        self.enclosure: dict[str, Any] | None = None
-
-    def extend_rss(self, item: etree._Element) -> etree._Element:
-        etree.SubElement(item, f"{{{ATOM_NS}}}updated").text = self.updated.isoformat()
-        for tag, value in (("creator", self.creator), ("publisher", self.publisher)):
-            if value:
-                etree.SubElement(item, f"{{{DC_NS}}}{tag}").text = value
-        return item
-
-    def extend_atom(self, entry: etree._Element) -> etree._Element:
-        # feedgen drops rel/type/length on entry links (bug 1), so the enclosure is written here.
-        if self.enclosure:
-            etree.SubElement(entry, "link", rel="enclosure", href=self.enclosure["url"],
-                             type=self.enclosure["type"], length=str(self.enclosure["length"]))
-        if self.publisher:
-            etree.SubElement(entry, f"{{{DC_NS}}}publisher").text = self.publisher
-        return entry
+def index_row(item: dict[str, Any], tz: tzinfo) -> tuple[str | bytes, ...]:
+    """The `items` row of a rendered payload, fragments included, in UPSERT_SQL's column order."""
+    rss, atom = rss_feed.fragments(item, tz)
+    return (item["guid"], _utc_key(item["published"]), _utc_key(item["updated"]),
+            json.dumps(item, ensure_ascii=False, sort_keys=True), rss, atom, rss_feed.fragment_key(tz))
 
 
 class RSSChannel(Channel):
@@ -176,14 +166,10 @@ class RSSChannel(Channel):
     def deliver(self, rendition: Rendition, attempt: Attempt) -> Receipt:
         item = rendition.payload
         assets = [AssetRef(**m) for m in item.get("media", ())]
+        row = index_row(item, self.ports.timezone)  # the only item serialised: before taking the lock
         with self._locked_index() as db:
             localfs.publish_media(self.directory / "media", assets, attempt.media)
-            # An older revision retried late must not overwrite a newer one.
-            db.execute("INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (guid) DO UPDATE SET "
-                       "published = excluded.published, updated = excluded.updated, item = excluded.item "
-                       "WHERE excluded.updated >= items.updated",
-                       (item["guid"], _utc_key(item["published"]), _utc_key(item["updated"]),
-                        json.dumps(item, ensure_ascii=False, sort_keys=True)))
+            db.execute(UPSERT_SQL, row)
             self._write_feeds(db)
         return self._receipt(item["guid"])
 
@@ -214,58 +200,45 @@ class RSSChannel(Channel):
         index = self.directory / ".index.sqlite"
         try:
             with localfs.exclusive(self.directory), closing(sqlite3.connect(index, timeout=30)) as db:
-                db.executescript(_SCHEMA)
+                prepare_index(db)
                 with db:  # commit, or roll back if writing the files failed
                     yield db
         except (OSError, sqlite3.Error) as exc:
             path = getattr(exc, "filename", None) or index
             raise Unavailable(f"rss {self.instance}: cannot write {path}: {exc}") from exc
 
+    def _feed_info(self) -> rss_feed.FeedInfo:
+        s = self.settings
+        return rss_feed.FeedInfo(
+            id=f"urn:syndicator:feed:{self.instance}", title=_clean(s.title),
+            description=_clean(s.description) or _clean(s.title), language=s.language,
+            site_link=self._site_link(self.ports),
+            self_url={fmt: self.ports.public_url(f"{self.relpath}/{fmt}.xml") for fmt in rss_feed.FORMATS})
+
     def _write_feeds(self, db: sqlite3.Connection) -> None:
-        items = [json.loads(row[0]) for row in db.execute(NEWEST_SQL, (self.settings.items,))]
-        if items:
-            updated = max(datetime.fromisoformat(i["updated"]) for i in items)
+        """Rewrite both feeds from the newest items' stored fragments under a fresh header."""
+        tz = self.ports.timezone
+        rows = db.execute(NEWEST_SQL, (self.settings.items,)).fetchall()
+        items = [self._fragments(db, row, tz) for row in rows]
+        if rows:
+            updated = max(datetime.fromisoformat(row[1]) for row in rows)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('updated', ?)", (updated.isoformat(),))
         else:
             row = db.execute("SELECT value FROM meta WHERE key = 'updated'").fetchone()
-            updated = datetime.fromisoformat(row[0]) if row else _EPOCH
-        for fmt in ("rss", "atom"):
-            feed = self._feed(items, fmt, updated.astimezone(self.ports.timezone))
-            data = feed.rss_str(pretty=True) if fmt == "rss" else feed.atom_str(pretty=True)
+            updated = datetime.fromisoformat(row[0]) if row else rss_feed.EPOCH
+        info = self._feed_info()
+        for i, fmt in enumerate(rss_feed.FORMATS):
+            data = rss_feed.document(info, fmt, updated, tz, (pair[i] for pair in items))
             localfs.atomic_write(self.directory / f"{fmt}.xml", data)
 
-    def _feed(self, items: list[dict[str, Any]], fmt: str, updated: datetime) -> FeedGenerator:
-        """One FeedGenerator per format: the self link differs and the Atom entries skip enclosure()."""
-        s, tz = self.settings, self.ports.timezone
-        fg = FeedGenerator()
-        fg.register_extension("syn", _Namespaces, _ItemExtras)
-        fg.id(f"urn:syndicator:feed:{self.instance}")
-        fg.title(_clean(s.title))
-        fg.description(_clean(s.description) or _clean(s.title))
-        fg.language(s.language)
-        fg.author(name=_clean(s.title))
-        fg.generator("syndicator")
-        kind = "application/rss+xml" if fmt == "rss" else "application/atom+xml"
-        fg.link(href=self.ports.public_url(f"{self.relpath}/{fmt}.xml"), rel="self", type=kind)
-        fg.link(href=self._site_link(self.ports), rel="alternate", type="text/html")  # last = RSS <link>
-        fg.updated(updated)  # never feedgen's default now()
-        for item in items:
-            fe = fg.add_entry(order="append")
-            fe.guid(item["guid"], permalink=False)
-            fe.title(item["title"])
-            fe.link(href=item["link"])
-            fe.summary(item["summary"])
-            fe.content(item["content"], type="html")  # never type="CDATA" (bug 2)
-            fe.published(datetime.fromisoformat(item["published"]).astimezone(tz))
-            fe.updated(datetime.fromisoformat(item["updated"]).astimezone(tz))
-            for term in item["categories"]:
-                fe.category(term=term)
-            if item["author"] or item["unit"]:
-                fe.author(name=item["author"] or item["unit"])
-            enclosure = item.get("enclosure")
-            if enclosure and fmt == "rss":
-                fe.enclosure(enclosure["url"], str(enclosure["length"]), enclosure["type"])
-            fe.syn.updated = fe.updated()
-            fe.syn.creator, fe.syn.publisher = item["author"], item["unit"]
-            fe.syn.enclosure = enclosure if fmt == "atom" else None
-        return fg
+    @staticmethod
+    def _fragments(db: sqlite3.Connection, row: tuple, tz: tzinfo) -> tuple[bytes, bytes]:
+        """A row's stored fragments; rendered and stored now if missing (a row from before fragments
+        were stored) or rendered for another timezone or render version. Stored in the write's
+        transaction, so they are kept only if the feeds were written."""
+        guid, _, rss, atom, key = row
+        if key != rss_feed.fragment_key(tz):
+            item = db.execute("SELECT item FROM items WHERE guid = ?", (guid,)).fetchone()[0]
+            rss, atom, key = index_row(json.loads(item), tz)[4:]
+            db.execute("UPDATE items SET rss = ?, atom = ?, frag_key = ? WHERE guid = ?", (rss, atom, key, guid))
+        return rss, atom

@@ -63,6 +63,10 @@ class WorkerSettings(_Frozen):
     #: Most threads of one worker that one channel may hold, so a hanging channel cannot starve
     #: the others (default: half the concurrency).
     channel_concurrency: int | None = Field(None, ge=1)
+    #: Seconds after which a busy attempt counts as hanging. A message for a channel whose threads
+    #: are all taken waits for one while they are busy with healthy attempts, and goes back to the
+    #: broker at once when they hang.
+    hang_after: float = Field(5.0, gt=0, le=3600)
 
 
 class ServeSettings(_Frozen):

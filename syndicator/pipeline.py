@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
-from channels.base import Attempt, Receipt, Rendition, RenderContext
+from channels.base import ArticleSnapshot, Attempt, Receipt, Rendition, RenderContext
 from channels.errors import (
     AuthInvalid,
     DeliveryError,
@@ -31,62 +31,110 @@ from syndicator.runtime import Runtime
 from syndicator.channel_status import held_back, record_failure, record_success, set_suspended
 from syndicator.models import ChannelStatus
 from syndicator.snapshot import StoreMedia, build_snapshot
-from syndicator.states import CLAIMABLE, PENDING, TERMINAL, Conflict, DeliveryState as S
+from syndicator.states import CLAIMABLE, TERMINAL, Conflict, DeliveryState as S
 
 log = logging.getLogger(__name__)
 
 #: Most deliveries the sweeper re-sends per run (the rest wait for the next run).
 SWEEP_BATCH = 1000
+_CLAIMABLE = frozenset(s.value for s in CLAIMABLE)
+
+
+Claim = states.Claimed
 
 
 @dataclass(frozen=True)
-class Claim:
-    id: int
+class Look:
+    """What one read tells a worker about a delivery message: where it stands, whether its channel
+    may be sent to now, and — for a claimable publish with nothing rendered yet — what to render."""
+
     article_id: int
     channel: str
-    channel_type: str
+    state: str
     operation: str
-    revision_id: int
+    due: bool
+    suspended: bool
+    open_until: datetime | None
+    failures: int
     rendition: str | None
-    remote_id: str | None
-    reconcile: bool
-    attempts: int
+    snapshot: ArticleSnapshot | None
+
+
+_D = Delivery.__table__
+_LOOK = (select(_D.c.article_id, _D.c.channel, _D.c.state, _D.c.operation, _D.c.revision_id, _D.c.rendition, _D.c.next_attempt_at,
+                ChannelStatus.suspended, ChannelStatus.open_until, ChannelStatus.failures)
+         .outerjoin(ChannelStatus, ChannelStatus.channel == _D.c.channel).where(_D.c.id == bindparam("b_id")))
+_SUCCESSOR = select(_D.c.id).where(
+    _D.c.article_id == bindparam("b_article"), _D.c.channel == bindparam("b_channel"), _D.c.id > bindparam("b_id"),
+    _D.c.state.in_([s.value for s in CLAIMABLE]),
+    or_(_D.c.next_attempt_at.is_(None), _D.c.next_attempt_at <= bindparam("b_now"))).order_by(_D.c.id).limit(1)
 
 
 def run(rt: Runtime, delivery_id: int) -> str:
     """What a delivery message means: attempt it, or poll it if it waits on a submitted job.
 
-    One channel may hold only `worker.channel_concurrency` threads of this worker; a message beyond
-    that goes back to the broker for a second, so a hanging channel cannot starve the others.
+    One channel may hold only `worker.channel_concurrency` threads of this worker. A message beyond
+    that waits for a thread of its channel while they are busy with healthy attempts, and goes back
+    to the broker for a second when they hang, so a hanging channel cannot starve the others.
     """
-    gate = _gate(rt, delivery_id)
-    if gate is None:
+    look = _look(rt, delivery_id, rt.clock())
+    if look is None:
         return "skipped"
-    slot = rt.slot(gate.channel)
-    if not slot.acquire(blocking=False):
-        rt.enqueuer.forget(rt.enqueuer.enqueue([(delivery_id, gate.channel)], countdown=1))
-        return "deferred"
-    try:
-        outcome = attempt(rt, delivery_id, gate=gate)
-        if outcome == "skipped":
-            return poll(rt, delivery_id)
-        return outcome
-    finally:
-        slot.release()
+    if look.state == S.SUBMITTED.value:
+        return poll(rt, delivery_id)
+    if look.state not in _CLAIMABLE or not look.due:
+        return "skipped"
+    with rt.slot(look.channel).held() as ok:
+        if not ok:
+            rt.enqueuer.forget(rt.enqueuer.enqueue([(delivery_id, look.channel)], countdown=1))
+            return "deferred"
+        return attempt(rt, delivery_id, look=look)
 
 
-def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", gate: Gate | None = None) -> str:
-    """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in."""
+def _look(rt: Runtime, delivery_id: int, now: datetime) -> Look | None:
+    """One read: the delivery, its channel's status and, when it is to be rendered now, its snapshot."""
+    with rt.store.read() as session:
+        row = session.execute(_LOOK, {"b_id": delivery_id}).one_or_none()
+        if row is None:
+            return None
+        due = row.next_attempt_at is None or row.next_attempt_at <= now
+        render = row.rendition is None and row.operation == "publish" and row.state in _CLAIMABLE and due
+        snapshot = build_snapshot(session, row.revision_id, row.operation) if render else None
+    return Look(row.article_id, row.channel, row.state, row.operation, due, bool(row.suspended), row.open_until, row.failures or 0,
+                row.rendition, snapshot)
+
+
+def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", look: Look | None = None) -> str:
+    """Run one attempt of a delivery if it is due and unclaimed; return the state it ended in.
+
+    A publish is rendered before it is claimed, so the claim stores the rendition in the same
+    transaction; an update or retract is claimed first (it may turn out to have nothing to act on).
+    """
     now = rt.clock()
     lease = now + timedelta(seconds=rt.config.delivery.lease_seconds)
-    gate = gate or _gate(rt, delivery_id)
-    if gate is not None and gate.suspended:
+    look = look or _look(rt, delivery_id, now)
+    if look is None:
+        return "skipped"
+    if look.suspended:
         return "suspended"
-    if gate is not None and gate.open_until is not None and gate.open_until > now:
+    if look.open_until is not None and look.open_until > now:
         return "breaker_open"
     try:
-        claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease))
-    except Blocked:
+        channel = rt.channel(look.channel)
+    except (ChannelUnavailable, KeyError) as exc:
+        channel, problem = None, f"channel unavailable: {exc}"
+    else:
+        problem = None
+    text = look.rendition
+    if text is None and look.snapshot is not None and channel is not None:
+        try:
+            text = channel.render(look.snapshot, RenderContext(now=now, ports=rt.ports)).to_json()
+        except Exception as exc:  # a render bug or a content problem: never retried blindly
+            log.exception("render failed", extra={"delivery_id": delivery_id})
+            problem = f"render failed: {exc}"
+    try:
+        claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease, text, look))
+    except states.Blocked:
         return "blocked"
     except Conflict:
         return "skipped"
@@ -94,24 +142,21 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", gate: Gate 
         return S.CANCELLED.value
     log.info("delivery claimed", extra={"delivery_id": delivery_id, "channel": claim.channel,
                                         "article_id": claim.article_id, "attempt": claim.attempts})
-    try:
-        channel = rt.channel(claim.channel)
-    except (ChannelUnavailable, KeyError) as exc:
-        return _settle(rt, claim, S.FAILED, f"channel unavailable: {exc}")
+    if problem is not None:
+        return _settle(rt, claim, S.FAILED, problem)
 
-    text = claim.rendition
-    if text is None:
+    if claim.rendition is None:  # an update or retract, rendered once and kept for its retries
         try:
             with rt.store.read() as session:
                 snapshot = build_snapshot(session, claim.revision_id, claim.operation)
-            rendition = channel.render(snapshot, RenderContext(now=now, ports=rt.ports))
-        except Exception as exc:  # a render bug or a content problem: never retried blindly
+            text = channel.render(snapshot, RenderContext(now=now, ports=rt.ports)).to_json()
+        except Exception as exc:
             log.exception("render failed", extra={"delivery_id": delivery_id})
             return _settle(rt, claim, S.FAILED, f"render failed: {exc}")
-        text = rendition.to_json()
         rt.store.run_write(lambda s: s.execute(
             update(Delivery).where(Delivery.id == delivery_id, Delivery.rendition.is_(None)).values(rendition=text)))
-    rendition = Rendition.from_json(text)
+        claim = replace(claim, rendition=text)
+    rendition = Rendition.from_json(claim.rendition)
 
     # Update and retract act on what the channel holds now; a publish knows only its own id.
     held = claim.remote_id if claim.operation == "publish" else _remote_id(rt, claim)
@@ -128,7 +173,7 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", gate: Gate 
         return _failed_attempt(rt, claim, OutcomeUnknown(f"unexpected {type(exc).__name__}: {exc}"),
                                channel.reconcilable)
     faults.checkpoint("after_deliver")
-    if gate is not None and gate.failures:
+    if look.failures:
         record_success(rt.store, claim.channel, rt.clock())
     if receipt.pending:
         due = rt.clock() + timedelta(seconds=rt.config.delivery.poll_interval)
@@ -138,55 +183,22 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", gate: Gate 
                    remote_url=receipt.remote_url)
 
 
-@dataclass(frozen=True)
-class Gate:
-    channel: str
-    suspended: bool
-    open_until: datetime | None
-    failures: int
-
-
-def _gate(rt: Runtime, delivery_id: int) -> Gate | None:
-    """The delivery's channel and whether it may be sent to now (one read)."""
-    with rt.store.read() as session:
-        row = session.execute(
-            select(Delivery.channel, ChannelStatus.suspended, ChannelStatus.open_until, ChannelStatus.failures)
-            .outerjoin(ChannelStatus, ChannelStatus.channel == Delivery.channel)
-            .where(Delivery.id == delivery_id)).one_or_none()
-    if row is None:
-        return None
-    return Gate(row.channel, bool(row.suspended), row.open_until, row.failures or 0)
-
-
-class Blocked(Conflict):
-    """An earlier operation for the same article and channel has not finished yet."""
-
-
-def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime) -> Claim | None:
+def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime, rendition: str | None,
+           look: Look) -> Claim | None:
     """Claim a due delivery — after every earlier one for its (article, channel) has finished.
 
     An update or retract for a channel that never received the article is cancelled instead.
     """
-    d = session.get(Delivery, delivery_id)
-    if d is None or d.state not in {s.value for s in CLAIMABLE}:
-        raise Conflict(f"delivery {delivery_id} is not claimable")
-    if d.next_attempt_at is not None and d.next_attempt_at > now:
-        raise Conflict(f"delivery {delivery_id} is not due until {d.next_attempt_at.isoformat()}")
-    ahead = session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.article_id == d.article_id, Delivery.channel == d.channel, Delivery.id < d.id,
-        Delivery.state.in_([s.value for s in PENDING])))
-    if ahead:
-        raise Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {d.channel}")
-    if d.operation in ("update", "retract") and _held_remote_id(session, d.article_id, d.channel) is None:
-        what = "update" if d.operation == "update" else "withdraw"
-        states.transition(session, delivery_id, S.CANCELLED, actor=actor, expect=CLAIMABLE, now=now,
-                          detail=f"the article never reached {d.channel}; nothing to {what} there")
-        return None
-    states.transition(session, delivery_id, S.SENDING, actor=actor, expect=CLAIMABLE, due_by=now, now=now,
-                      lease_expires_at=lease)
-    session.refresh(d)
-    return Claim(d.id, d.article_id, d.channel, d.channel_type, d.operation, d.revision_id, d.rendition,
-                 d.remote_id, d.reconcile, d.attempts)
+    if look.operation != "publish":
+        ahead = states.pending_ahead(session, look.article_id, look.channel, delivery_id)
+        if ahead:
+            raise states.Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {look.channel}")
+        if _held_remote_id(session, look.article_id, look.channel) is None:
+            what = "update" if look.operation == "update" else "withdraw"
+            states.transition(session, delivery_id, S.CANCELLED, actor=actor, expect=CLAIMABLE, now=now,
+                              detail=f"the article never reached {look.channel}; nothing to {what} there")
+            return None
+    return states.claim(session, delivery_id, actor=actor, now=now, lease_expires_at=lease, rendition=rendition)
 
 
 def _held_remote_id(session, article_id: int, channel: str) -> str | None:
@@ -251,34 +263,34 @@ def backoff(attempt: int, factor: float, maximum: float, jitter: bool) -> float:
 
 def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, *, actor: str = "worker",
             expect: S = S.SENDING, note: dict | None = None, **fields) -> str:
-    """Move a claimed delivery to its outcome; `error` (or else the receipt's `note`) goes in the event."""
+    """Move a claimed delivery to its outcome; `error` (or else the receipt's `note`) goes in the event.
+
+    The same transaction looks for the next operation waiting on this (article, channel), which is
+    sent at once instead of at the next sweep.
+    """
     if error is not None:
         fields["last_error"] = error
+    now = rt.clock()
+
+    def tx(session) -> int | None:
+        states.transition(session, claim.id, to, actor=actor, expect={expect},
+                          detail=error if error is not None else note, now=now, **fields)
+        if to not in TERMINAL:
+            return None
+        return session.scalar(_SUCCESSOR, {"b_article": claim.article_id, "b_channel": claim.channel,
+                                           "b_id": claim.id, "b_now": now})
+
     try:
-        rt.store.run_write(lambda s: states.transition(s, claim.id, to, actor=actor, expect={expect},
-                                                       detail=error if error is not None else note,
-                                                       now=rt.clock(), **fields))
+        successor = rt.store.run_write(tx)
     except Conflict as exc:
         log.warning("delivery moved while we held it (lease expired?)", extra={"delivery_id": claim.id,
                                                                                "error": str(exc)})
         return "lost"
     log.info("delivery settled", extra={"delivery_id": claim.id, "channel": claim.channel,
                                         "article_id": claim.article_id, "state": to.value, "error": error})
-    if to in TERMINAL:
-        _wake_successor(rt, claim)
-    return to.value
-
-
-def _wake_successor(rt: Runtime, claim: Claim) -> None:
-    """Send the next waiting operation for the same article and channel now, not at the next sweep."""
-    with rt.store.read() as session:
-        successor = session.scalar(select(Delivery.id).where(
-            Delivery.article_id == claim.article_id, Delivery.channel == claim.channel, Delivery.id > claim.id,
-            Delivery.state.in_([s.value for s in CLAIMABLE]),
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= rt.clock()))
-            .order_by(Delivery.id).limit(1))
     if successor is not None:
         rt.enqueuer.forget(rt.enqueuer.enqueue([(successor, claim.channel)]))
+    return to.value
 
 
 def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:

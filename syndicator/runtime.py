@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -24,6 +26,50 @@ def template_env(config: Config) -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+class ChannelSlots:
+    """This process's cap on threads busy with one channel, so a hanging channel cannot take them all.
+
+    A thread that finds every slot taken waits while the holders are healthy (a burst), and gives
+    up at once when the oldest holder has been busy longer than `hang_after` (the channel hangs):
+    its caller then sends the message back to the broker instead of holding a thread.
+    """
+
+    def __init__(self, cap: int, hang_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cap = cap
+        self.hang_after = hang_after
+        self._clock = clock
+        self._busy: dict[int, float] = {}
+        self._next = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, blocking: bool = True) -> int | None:
+        """A slot's token, or None when the channel hangs (or it is taken and `blocking` is False)."""
+        with self._cond:
+            while len(self._busy) >= self.cap:
+                wait = min(self._busy.values()) + self.hang_after - self._clock()
+                if not blocking or wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            self._next += 1
+            self._busy[self._next] = self._clock()
+            return self._next
+
+    def release(self, token: int) -> None:
+        with self._cond:
+            del self._busy[token]
+            self._cond.notify()
+
+    @contextmanager
+    def held(self) -> Iterator[bool]:
+        """`with slots.held() as ok:` — ok is False when the caller should send the message back."""
+        token = self.acquire()
+        try:
+            yield token is not None
+        finally:
+            if token is not None:
+                self.release(token)
+
+
 class Runtime:
     def __init__(self, config: Config, *, store: Store | None = None,
                  clock: Callable[[], datetime] = utcnow, celery_app: Celery | None = None) -> None:
@@ -36,17 +82,18 @@ class Runtime:
                                                                config.var_dir),
                            base_dir=config.base_dir)
         self._channels: dict[str, Channel] = {}
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, ChannelSlots] = {}
         self._lock = threading.Lock()
         self._enqueuer: Enqueuer | None = None
         self._celery_app = celery_app
 
-    def slot(self, channel: str) -> threading.BoundedSemaphore:
+    def slot(self, channel: str) -> ChannelSlots:
         """This process's cap on threads busy with one channel."""
         with self._lock:
             if channel not in self._slots:
-                cap = self.config.worker.channel_concurrency or max(1, self.config.worker.concurrency // 2)
-                self._slots[channel] = threading.BoundedSemaphore(cap)
+                worker = self.config.worker
+                cap = worker.channel_concurrency or max(1, worker.concurrency // 2)
+                self._slots[channel] = ChannelSlots(cap, worker.hang_after)
             return self._slots[channel]
 
     def channel(self, name: str) -> Channel:

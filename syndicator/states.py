@@ -22,11 +22,13 @@ transaction. Nothing else writes `deliveries.state`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from syndicator.models import Delivery, Event, utcnow
@@ -94,6 +96,71 @@ class Conflict(Exception):
     """The delivery was not in an expected state (someone else moved it first)."""
 
 
+class Blocked(Conflict):
+    """An earlier operation for the same article and channel has not finished yet."""
+
+
+# Statements are built once, with bind parameters: building a statement per call costs SQLAlchemy
+# several times more than running it (coercion, cache keys), and these run twice per delivery.
+_D, _E = Delivery.__table__, Event.__table__
+_EARLIER = _D.alias("earlier")
+_CURRENT = select(_D.c.state, _D.c.attempts, _D.c.article_id).where(_D.c.id == bindparam("b_id"))
+_EVENT = insert(_E)
+_CLAIM_ROW = select(_D.c.state, _D.c.attempts, _D.c.article_id, _D.c.channel, _D.c.channel_type, _D.c.operation,
+                    _D.c.revision_id, _D.c.rendition, _D.c.remote_id, _D.c.reconcile,
+                    _D.c.next_attempt_at).where(_D.c.id == bindparam("b_id"))
+_AHEAD = select(func.count()).select_from(_EARLIER).where(
+    _EARLIER.c.article_id == bindparam("b_article"), _EARLIER.c.channel == bindparam("b_channel"),
+    _EARLIER.c.id < bindparam("b_id"), _EARLIER.c.state.in_([s.value for s in PENDING]))
+
+
+@cache
+def _update(columns: tuple[str, ...], due: bool, ordered: bool):
+    """UPDATE … SET columns WHERE id and state match (and it is due, and nothing earlier is pending)."""
+    where = [_D.c.id == bindparam("b_id"), _D.c.state == bindparam("b_from")]
+    if due:
+        where.append(or_(_D.c.next_attempt_at.is_(None), _D.c.next_attempt_at <= bindparam("b_due")))
+    if ordered:
+        where.append(~exists().where(_EARLIER.c.article_id == _D.c.article_id, _EARLIER.c.channel == _D.c.channel,
+                                     _EARLIER.c.id < _D.c.id, _EARLIER.c.state.in_([s.value for s in PENDING])))
+    return update(_D).where(and_(*where)).values({c: bindparam(f"v_{c}") for c in columns})
+
+
+def _values(current: DeliveryState, to: DeliveryState, attempts: int, now: datetime,
+            fields: dict[str, Any]) -> dict[str, Any]:
+    """The columns a move to `to` sets besides the caller's fields (times, attempts, lease, retry)."""
+    values: dict[str, Any] = {"state": to.value, "updated_at": now}
+    if to is S.SENDING:
+        values["attempts"] = attempts
+    else:
+        values["lease_expires_at"] = None
+    if to is S.DELIVERED:
+        values["delivered_at"] = now
+        values["last_error"] = None
+        values["reconcile"] = False
+    if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING, S.MANUAL):
+        values["next_attempt_at"] = None
+    if to is S.SUBMITTED:
+        values["reconcile"] = False
+    values.update(fields)
+    return values
+
+
+def _write(session: Session, delivery_id: int, current: DeliveryState, to: DeliveryState, *, values: dict[str, Any],
+           due_by: datetime | None, ordered: bool, article_id: int, attempt: int, actor: str, now: datetime,
+           detail: str | dict[str, Any] | None) -> bool:
+    """The compare-and-set and its event; False if the row was not in `current` (or not due/first)."""
+    stmt = _update(tuple(sorted(values)), due_by is not None, ordered)
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update(b_id=delivery_id, b_from=current.value, b_due=due_by)
+    if session.execute(stmt, params).rowcount != 1:
+        return False
+    session.execute(_EVENT, {"at": now, "actor": actor, "kind": "transition", "article_id": article_id,
+                             "delivery_id": delivery_id, "from_state": current.value, "to_state": to.value,
+                             "attempt": attempt, "detail": _text(detail)})
+    return True
+
+
 def transition(
     session: Session,
     delivery_id: int,
@@ -117,9 +184,7 @@ def transition(
     if unknown:
         raise TypeError(f"transition cannot set {sorted(unknown)}")
     now = now or utcnow()
-    row = session.execute(
-        select(Delivery.state, Delivery.attempts, Delivery.article_id).where(Delivery.id == delivery_id)
-    ).one_or_none()
+    row = session.execute(_CURRENT, {"b_id": delivery_id}).one_or_none()
     if row is None:
         raise Conflict(f"delivery {delivery_id} does not exist")
     current = DeliveryState(row.state)
@@ -127,36 +192,63 @@ def transition(
         raise Conflict(f"delivery {delivery_id} is {current}, expected one of {sorted(expect)}")
     if (current, to) not in TRANSITIONS:
         raise IllegalTransition(f"delivery {delivery_id}: {current} → {to} is not allowed")
-
-    values: dict[str, Any] = {"state": to.value, "updated_at": now}
-    attempts = row.attempts
-    if to is S.SENDING:
-        attempts += 1
-        values["attempts"] = attempts
-    else:
-        values["lease_expires_at"] = None
-    if to is S.DELIVERED:
-        values["delivered_at"] = now
-        values["last_error"] = None
-        values["reconcile"] = False
-    if to in (S.DELIVERED, S.FAILED, S.UNKNOWN, S.CANCELLED, S.SENDING, S.MANUAL):
-        values["next_attempt_at"] = None
-    if to is S.SUBMITTED:
-        values["reconcile"] = False
-    values.update(fields)
-
-    conditions = [Delivery.id == delivery_id, Delivery.state == current.value]
-    if due_by is not None:
-        conditions.append(or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= due_by))
-    result = session.execute(update(Delivery).where(and_(*conditions)).values(**values))
-    if result.rowcount != 1:
+    attempts = row.attempts + 1 if to is S.SENDING else row.attempts
+    values = _values(current, to, attempts, now, fields)
+    if not _write(session, delivery_id, current, to, values=values, due_by=due_by, ordered=False,
+                  article_id=row.article_id, attempt=attempts, actor=actor, now=now, detail=detail):
         raise Conflict(f"delivery {delivery_id} changed under us (was {current}) or is not due")
-    session.add(Event(
-        at=now, actor=actor, kind="transition", article_id=row.article_id, delivery_id=delivery_id,
-        from_state=current.value, to_state=to.value, attempt=attempts,
-        detail=_text(detail),
-    ))
     return current
+
+
+def pending_ahead(session: Session, article_id: int, channel: str, delivery_id: int) -> int:
+    """How many earlier operations on the same (article, channel) are still pending."""
+    return session.scalar(_AHEAD, {"b_article": article_id, "b_channel": channel, "b_id": delivery_id})
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs of the delivery it just claimed."""
+
+    id: int
+    article_id: int
+    channel: str
+    channel_type: str
+    operation: str
+    revision_id: int
+    rendition: str | None
+    remote_id: str | None
+    reconcile: bool
+    attempts: int
+
+
+def claim(session: Session, delivery_id: int, *, actor: str, now: datetime, lease_expires_at: datetime,
+          rendition: str | None = None) -> Claimed:
+    """queued/retry_wait → sending, if it is due and no earlier operation on its (article, channel)
+    is still pending — one compare-and-set that also stores `rendition` when none is stored yet.
+
+    Raises Blocked when an earlier operation is pending, Conflict when the delivery is not claimable
+    (moved by someone else, not due, gone).
+    """
+    row = session.execute(_CLAIM_ROW, {"b_id": delivery_id}).one_or_none()
+    if row is None:
+        raise Conflict(f"delivery {delivery_id} does not exist")
+    current = DeliveryState(row.state)
+    if current not in CLAIMABLE:
+        raise Conflict(f"delivery {delivery_id} is {current}, not claimable")
+    if row.next_attempt_at is not None and row.next_attempt_at > now:
+        raise Conflict(f"delivery {delivery_id} is not due until {row.next_attempt_at.isoformat()}")
+    stored = row.rendition if row.rendition is not None else rendition
+    values = _values(current, S.SENDING, row.attempts + 1, now, {"lease_expires_at": lease_expires_at})
+    if stored is not None and row.rendition is None:
+        values["rendition"] = stored
+    if not _write(session, delivery_id, current, S.SENDING, values=values, due_by=now, ordered=True,
+                  article_id=row.article_id, attempt=row.attempts + 1, actor=actor, now=now, detail=None):
+        ahead = pending_ahead(session, row.article_id, row.channel, delivery_id)
+        if ahead:
+            raise Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {row.channel}")
+        raise Conflict(f"delivery {delivery_id} changed under us (was {current}) or is not due")
+    return Claimed(delivery_id, row.article_id, row.channel, row.channel_type, row.operation, row.revision_id,
+                   stored, row.remote_id, row.reconcile, row.attempts + 1)
 
 
 def record(session: Session, kind: str, *, actor: str, article_id: int | None = None,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from channels import registry
 from channels.base import Channel, ChannelSettings, Receipt, Rendition
 from channels.errors import ContentRejected, ManualActionRequired
-from syndicator import editorial, pipeline
+from syndicator import editorial, pipeline, states
 from syndicator.articles import BadInput, read_article
 from syndicator.config import load_config
 from syndicator.models import Delivery, Event
@@ -156,7 +156,7 @@ def test_an_update_waits_for_the_publish_it_updates(env):
     with rt.store.read() as s:
         first = s.scalar(select(Delivery.id).where(Delivery.channel == "one"))
     # Given channel one's publish is mid-flight (claimed, not finished)
-    rt.store.run_write(lambda s: pipeline._claim(s, first, "worker", T0, T0 + timedelta(seconds=60)))
+    rt.store.run_write(lambda s: states.claim(s, first, actor="worker", now=T0, lease_expires_at=T0 + timedelta(seconds=60)))
     editorial.correct(rt, "notice", draft(tmp, body="新版"), note=None, at=None, actor="editor:wang")
     with rt.store.read() as s:
         update_one = s.scalar(select(Delivery.id).where(Delivery.channel == "one", Delivery.operation == "update"))

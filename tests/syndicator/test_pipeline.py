@@ -2,6 +2,7 @@
 classified, scheduled and recorded. (The same code runs under real workers in test_guarantees.)"""
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import select, update
 from channels import registry
 from channels.base import Channel, ChannelSettings, Receipt, Rendition
 from channels.errors import ContentRejected, OutcomeUnknown, RateLimited, Unavailable
-from syndicator import operations, pipeline
+from syndicator import operations, pipeline, states
 from syndicator.config import load_config
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
@@ -246,7 +247,7 @@ def test_sweeper_recovers_expired_leases_by_channel_capability(env):
     ids = publish(rt, tmp)
     # Given both deliveries claimed by a worker that then vanished
     for delivery_id in ids.values():
-        rt.store.run_write(lambda s, d=delivery_id: pipeline._claim(s, d, "worker", T0, T0 + timedelta(seconds=5)))
+        rt.store.run_write(lambda s, d=delivery_id: states.claim(s, d, actor="worker", now=T0, lease_expires_at=T0 + timedelta(seconds=5)))
     assert pipeline.sweep(rt)["recovered"] == 0  # lease still valid
     clock.advance(6)
     # When the sweeper runs after the leases expired
@@ -412,17 +413,43 @@ def test_breaker_opens_after_repeated_transient_failures_and_closes_on_success(e
     assert kinds == ["breaker_opened", "breaker_closed"]
 
 
-def test_one_channel_cannot_hold_more_than_its_share_of_worker_threads(env):
+def test_a_hanging_channel_cannot_hold_more_than_its_share_of_worker_threads(env):
     rt, clock, enqueuer, tmp = env
     ids = publish(rt, tmp, "slots")
     slot = rt.slot("alpha")
     cap = max(1, rt.config.worker.concurrency // 2)
-    for _ in range(cap):
-        assert slot.acquire(blocking=False)
+    # Given every thread alpha may hold is busy with an attempt older than hang_after
+    tokens = [slot.acquire(blocking=False) for _ in range(cap)]
+    assert None not in tokens
+    slot.hang_after = 0.0
     enqueuer.sent.clear()
+    # Then the next alpha message goes back to the broker at once, and other channels go on
     assert pipeline.run(rt, ids["alpha"]) == "deferred"
     assert enqueuer.sent == [(ids["alpha"], "alpha", 1)]
     assert pipeline.run(rt, ids["beta"]) == "delivered"
-    for _ in range(cap):
-        slot.release()
+    for token in tokens:
+        slot.release(token)
     assert pipeline.run(rt, ids["alpha"]) == "delivered"
+
+
+def test_a_burst_on_a_healthy_channel_waits_for_a_thread_instead_of_bouncing(env):
+    rt, clock, enqueuer, tmp = env
+    ids = publish(rt, tmp, "burst")
+    slot = rt.slot("alpha")
+    cap = max(1, rt.config.worker.concurrency // 2)
+    # Given every thread alpha may hold is busy, but not for long (a burst, not a hang)
+    slot.hang_after = 60.0
+    tokens = [slot.acquire(blocking=False) for _ in range(cap)]
+    enqueuer.sent.clear()
+    outcome: list[str] = []
+    waiter = threading.Thread(target=lambda: outcome.append(pipeline.run(rt, ids["alpha"])))
+    waiter.start()
+    # Then the message waits for a thread of its channel — it is neither sent back nor run
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and not outcome and not enqueuer.sent
+    # When one attempt finishes, it runs
+    slot.release(tokens.pop())
+    waiter.join(timeout=30)
+    assert outcome == ["delivered"] and not enqueuer.sent
+    for token in tokens:
+        slot.release(token)
