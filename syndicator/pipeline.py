@@ -93,13 +93,13 @@ def run(rt: Runtime, delivery_id: int) -> str:
 
 def _look(rt: Runtime, delivery_id: int, now: datetime) -> Look | None:
     """One read: the delivery, its channel's status and, when it is to be rendered now, its snapshot."""
-    with rt.store.read() as session:
-        row = session.execute(_LOOK, {"b_id": delivery_id}).one_or_none()
+    with rt.store.connect() as conn:
+        row = conn.execute(_LOOK, {"b_id": delivery_id}).one_or_none()
         if row is None:
             return None
         due = row.next_attempt_at is None or row.next_attempt_at <= now
         render = row.rendition is None and row.operation == "publish" and row.state in _CLAIMABLE and due
-        snapshot = build_snapshot(session, row.revision_id, row.operation) if render else None
+        snapshot = build_snapshot(conn, row.revision_id, row.operation) if render else None
     return Look(row.article_id, row.channel, row.state, row.operation, due, bool(row.suspended), row.open_until, row.failures or 0,
                 row.rendition, snapshot)
 
@@ -133,7 +133,7 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", look: Look 
             log.exception("render failed", extra={"delivery_id": delivery_id})
             problem = f"render failed: {exc}"
     try:
-        claim = rt.store.run_write(lambda s: _claim(s, delivery_id, actor, now, lease, text, look))
+        claim = rt.store.run_write(lambda c: _claim(c, delivery_id, actor, now, lease, text, look), core=True)
     except states.Blocked:
         return "blocked"
     except Conflict:
@@ -198,7 +198,8 @@ def _claim(session, delivery_id: int, actor: str, now: datetime, lease: datetime
             states.transition(session, delivery_id, S.CANCELLED, actor=actor, expect=CLAIMABLE, now=now,
                               detail=f"the article never reached {look.channel}; nothing to {what} there")
             return None
-    return states.claim(session, delivery_id, actor=actor, now=now, lease_expires_at=lease, rendition=rendition)
+    return states.claim(session, delivery_id, actor=actor, now=now, lease_expires_at=lease, rendition=rendition,
+                        current=S(look.state))
 
 
 def _held_remote_id(session, article_id: int, channel: str) -> str | None:
@@ -272,16 +273,18 @@ def _settle(rt: Runtime, claim: Claim, to: S, error: str | None, *, actor: str =
         fields["last_error"] = error
     now = rt.clock()
 
-    def tx(session) -> int | None:
-        states.transition(session, claim.id, to, actor=actor, expect={expect},
+    seen = states.Seen(expect, claim.attempts, claim.article_id)
+
+    def tx(conn) -> int | None:
+        states.transition(conn, claim.id, to, actor=actor, expect={expect}, seen=seen,
                           detail=error if error is not None else note, now=now, **fields)
         if to not in TERMINAL:
             return None
-        return session.scalar(_SUCCESSOR, {"b_article": claim.article_id, "b_channel": claim.channel,
-                                           "b_id": claim.id, "b_now": now})
+        return conn.scalar(_SUCCESSOR, {"b_article": claim.article_id, "b_channel": claim.channel,
+                                        "b_id": claim.id, "b_now": now})
 
     try:
-        successor = rt.store.run_write(tx)
+        successor = rt.store.run_write(tx, core=True)
     except Conflict as exc:
         log.warning("delivery moved while we held it (lease expired?)", extra={"delivery_id": claim.id,
                                                                                "error": str(exc)})

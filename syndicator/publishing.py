@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,52 +59,53 @@ def publish(store: Store, config: Config, draft: ArticleDraft, *, actor: str,
     return PublishResult(**{**result.__dict__, "not_enqueued": tuple(failed)})
 
 
+_A, _R, _AS = Article.__table__, Revision.__table__, Asset.__table__
+# Built once (Core, no ORM unit of work): publishing is on the path every article takes.
+_BY_SLUG = select(_A.c.id).where(_A.c.slug == bindparam("b_slug"))
+_STORED = select(_AS.c.sha256).where(_AS.c.sha256.in_(bindparam("b_shas", expanding=True)))
+_NEW_ARTICLE = insert(_A).returning(_A.c.id)
+_NEW_REVISION = insert(_R).returning(_R.c.id)
+
+
 def _publish_tx(session: Session, config: Config, draft: ArticleDraft, actor: str,
                 now: datetime) -> tuple[PublishResult, list[tuple[int, str]]]:
-    existing = session.scalar(select(Article).where(Article.slug == draft.slug))
+    existing = session.scalar(_BY_SLUG, {"b_slug": draft.slug})
     if existing is not None:
-        return _existing(session, existing, draft), []
+        return _existing(session, session.get(Article, existing), draft), []
     channels = config.enabled_channels()
     if not channels:
         raise BadInput([f"{config.source}: channels: no channel is enabled"])
 
-    for asset in (*draft.assets, *([draft.cover] if draft.cover else [])):
-        if session.get(Asset, asset.sha256) is None:
-            session.add(Asset(sha256=asset.sha256, mime=asset.mime, filename=asset.filename,
-                              size=asset.size, width=asset.width, height=asset.height, data=asset.data,
-                              created_at=now))
+    images = {a.sha256: a for a in (*draft.assets, *([draft.cover] if draft.cover else []))}
+    if images:
+        stored = set(session.scalars(_STORED, {"b_shas": list(images)}))
+        new = [{"sha256": a.sha256, "mime": a.mime, "filename": a.filename, "size": a.size, "width": a.width,
+                "height": a.height, "data": a.data, "created_at": now} for a in images.values()
+               if a.sha256 not in stored]
+        if new:
+            session.execute(insert(_AS), new)
     scheduled = draft.publish_at if draft.publish_at and draft.publish_at > now else None
-    article = Article(slug=draft.slug, status="live", current_revision=1,
-                      first_published_at=scheduled or now, created_at=now, created_by=actor,
-                      source=draft.source, expires_at=draft.expires_at)
-    session.add(article)
-    session.flush()
-    revision = Revision(
-        article_id=article.id, number=1, content_hash=draft.content_hash, title=draft.title,
-        summary=draft.summary, body_source=draft.body_source, body_html=draft.body_html,
-        author=draft.author, unit=draft.unit, tags=list(draft.tags),
-        cover_sha=draft.cover.sha256 if draft.cover else None,
-        asset_shas=[a.sha256 for a in draft.assets], publish_at=draft.publish_at,
-        expires_at=draft.expires_at, created_at=now, created_by=actor,
-    )
-    session.add(revision)
-    session.flush()
-    states.record(session, "publish", actor=actor, article_id=article.id, now=now,
+    article_id = session.execute(_NEW_ARTICLE, {
+        "slug": draft.slug, "status": "live", "current_revision": 1, "first_published_at": scheduled or now,
+        "created_at": now, "created_by": actor, "source": draft.source, "expires_at": draft.expires_at}).scalar_one()
+    revision_id = session.execute(_NEW_REVISION, {
+        "article_id": article_id, "number": 1, "content_hash": draft.content_hash, "title": draft.title,
+        "summary": draft.summary, "body_source": draft.body_source, "body_html": draft.body_html,
+        "author": draft.author, "unit": draft.unit, "tags": list(draft.tags),
+        "cover_sha": draft.cover.sha256 if draft.cover else None, "asset_shas": [a.sha256 for a in draft.assets],
+        "publish_at": draft.publish_at, "expires_at": draft.expires_at, "note": None, "created_at": now,
+        "created_by": actor}).scalar_one()
+    states.record(session, "publish", actor=actor, article_id=article_id, now=now,
                   detail={"revision": 1, "content_hash": draft.content_hash, "source": draft.source,
                           "scheduled_for": scheduled.isoformat() if scheduled else None})
-    ids, due = [], []
-    for name, entry in channels.items():
-        delivery = states.plan(
-            session, actor=actor, now=now,
-            detail=f"scheduled for {scheduled.isoformat()}" if scheduled else "planned at publish",
-            article_id=article.id, revision_id=revision.id, revision=1, channel=name,
-            channel_type=entry.type, operation="publish", next_attempt_at=scheduled,
-            enqueued_at=None if scheduled else now,
-        )
-        ids.append(delivery.id)
-        if not scheduled:
-            due.append((delivery.id, name))
-    return PublishResult(article.id, article.slug, 1, True, tuple(ids)), due
+    names = list(channels)
+    ids = states.plan_many(session, [
+        {"article_id": article_id, "revision_id": revision_id, "revision": 1, "channel": name,
+         "channel_type": channels[name].type, "operation": "publish", "next_attempt_at": scheduled,
+         "enqueued_at": None if scheduled else now} for name in names],
+        actor=actor, now=now, detail=f"scheduled for {scheduled.isoformat()}" if scheduled else "planned at publish")
+    due = [] if scheduled else list(zip(ids, names))
+    return PublishResult(article_id, draft.slug, 1, True, tuple(ids)), due
 
 
 def _existing(session: Session, article: Article, draft: ArticleDraft) -> PublishResult:

@@ -29,6 +29,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from syndicator.models import Delivery, Event, utcnow
@@ -115,15 +116,24 @@ _AHEAD = select(func.count()).select_from(_EARLIER).where(
 
 
 @cache
-def _update(columns: tuple[str, ...], due: bool, ordered: bool):
-    """UPDATE … SET columns WHERE id and state match (and it is due, and nothing earlier is pending)."""
+def _update(columns: tuple[str, ...], due: bool, same_attempt: bool):
+    """UPDATE … SET columns WHERE id and state match (and it is due; and it is the same attempt)."""
     where = [_D.c.id == bindparam("b_id"), _D.c.state == bindparam("b_from")]
     if due:
         where.append(or_(_D.c.next_attempt_at.is_(None), _D.c.next_attempt_at <= bindparam("b_due")))
-    if ordered:
-        where.append(~exists().where(_EARLIER.c.article_id == _D.c.article_id, _EARLIER.c.channel == _D.c.channel,
-                                     _EARLIER.c.id < _D.c.id, _EARLIER.c.state.in_([s.value for s in PENDING])))
+    if same_attempt:
+        where.append(_D.c.attempts == bindparam("b_attempts"))
     return update(_D).where(and_(*where)).values({c: bindparam(f"v_{c}") for c in columns})
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Where a delivery stood when its holder claimed it: lets a settle skip the read, and makes
+    its compare-and-set fail if the delivery was taken over in between (a lease expired)."""
+
+    state: DeliveryState
+    attempts: int
+    article_id: int
 
 
 def _values(current: DeliveryState, to: DeliveryState, attempts: int, now: datetime,
@@ -146,13 +156,13 @@ def _values(current: DeliveryState, to: DeliveryState, attempts: int, now: datet
     return values
 
 
-def _write(session: Session, delivery_id: int, current: DeliveryState, to: DeliveryState, *, values: dict[str, Any],
-           due_by: datetime | None, ordered: bool, article_id: int, attempt: int, actor: str, now: datetime,
-           detail: str | dict[str, Any] | None) -> bool:
-    """The compare-and-set and its event; False if the row was not in `current` (or not due/first)."""
-    stmt = _update(tuple(sorted(values)), due_by is not None, ordered)
+def _write(session: Session | Connection, delivery_id: int, current: DeliveryState, to: DeliveryState, *,
+           values: dict[str, Any], due_by: datetime | None, seen: Seen | None, article_id: int, attempt: int,
+           actor: str, now: datetime, detail: str | dict[str, Any] | None) -> bool:
+    """The compare-and-set and its event; False if the row was not in `current` (or not due, or re-claimed)."""
+    stmt = _update(tuple(sorted(values)), due_by is not None, seen is not None)
     params = {f"v_{k}": v for k, v in values.items()}
-    params.update(b_id=delivery_id, b_from=current.value, b_due=due_by)
+    params.update(b_id=delivery_id, b_from=current.value, b_due=due_by, b_attempts=seen and seen.attempts)
     if session.execute(stmt, params).rowcount != 1:
         return False
     session.execute(_EVENT, {"at": now, "actor": actor, "kind": "transition", "article_id": article_id,
@@ -162,7 +172,7 @@ def _write(session: Session, delivery_id: int, current: DeliveryState, to: Deliv
 
 
 def transition(
-    session: Session,
+    session: Session | Connection,
     delivery_id: int,
     to: DeliveryState,
     *,
@@ -171,31 +181,37 @@ def transition(
     detail: str | dict[str, Any] | None = None,
     due_by: datetime | None = None,
     now: datetime | None = None,
+    seen: Seen | None = None,
     **fields: Any,
 ) -> DeliveryState:
     """Move one delivery to `to` and log it; return the state it came from.
 
     `expect` limits the states the caller is prepared to move from (default: any allowed one).
     `due_by` additionally requires `next_attempt_at` to be empty or not after it (for claims).
-    Raises Conflict if the delivery is not in such a state, IllegalTransition for a move the
-    table forbids.
+    `seen` is the state and attempt the caller holds the delivery in (no read; the move happens
+    only if it still is). Raises Conflict if the delivery is not in such a state, IllegalTransition
+    for a move the table forbids.
     """
     unknown = set(fields) - _FIELDS
     if unknown:
         raise TypeError(f"transition cannot set {sorted(unknown)}")
     now = now or utcnow()
-    row = session.execute(_CURRENT, {"b_id": delivery_id}).one_or_none()
-    if row is None:
-        raise Conflict(f"delivery {delivery_id} does not exist")
-    current = DeliveryState(row.state)
+    if seen is None:
+        row = session.execute(_CURRENT, {"b_id": delivery_id}).one_or_none()
+        if row is None:
+            raise Conflict(f"delivery {delivery_id} does not exist")
+        current, attempts, article_id = DeliveryState(row.state), row.attempts, row.article_id
+    else:
+        current, attempts, article_id = seen.state, seen.attempts, seen.article_id
     if expect is not None and current not in expect:
         raise Conflict(f"delivery {delivery_id} is {current}, expected one of {sorted(expect)}")
     if (current, to) not in TRANSITIONS:
         raise IllegalTransition(f"delivery {delivery_id}: {current} → {to} is not allowed")
-    attempts = row.attempts + 1 if to is S.SENDING else row.attempts
+    if to is S.SENDING:
+        attempts += 1
     values = _values(current, to, attempts, now, fields)
-    if not _write(session, delivery_id, current, to, values=values, due_by=due_by, ordered=False,
-                  article_id=row.article_id, attempt=attempts, actor=actor, now=now, detail=detail):
+    if not _write(session, delivery_id, current, to, values=values, due_by=due_by, seen=seen,
+                  article_id=article_id, attempt=attempts, actor=actor, now=now, detail=detail):
         raise Conflict(f"delivery {delivery_id} changed under us (was {current}) or is not due")
     return current
 
@@ -221,42 +237,66 @@ class Claimed:
     attempts: int
 
 
-def claim(session: Session, delivery_id: int, *, actor: str, now: datetime, lease_expires_at: datetime,
-          rendition: str | None = None) -> Claimed:
+_CLAIM = (update(_D).where(
+    _D.c.id == bindparam("b_id"), _D.c.state == bindparam("b_from"),
+    or_(_D.c.next_attempt_at.is_(None), _D.c.next_attempt_at <= bindparam("b_now")),
+    ~exists().where(_EARLIER.c.article_id == _D.c.article_id, _EARLIER.c.channel == _D.c.channel,
+                    _EARLIER.c.id < _D.c.id, _EARLIER.c.state.in_([s.value for s in PENDING])))
+    .values(state=S.SENDING.value, attempts=_D.c.attempts + 1, updated_at=bindparam("b_now"),
+            lease_expires_at=bindparam("b_lease"), next_attempt_at=None,
+            rendition=func.coalesce(_D.c.rendition, bindparam("b_rendition", type_=_D.c.rendition.type)))
+    .returning(_D.c.article_id, _D.c.channel, _D.c.channel_type, _D.c.operation, _D.c.revision_id,
+               _D.c.rendition, _D.c.remote_id, _D.c.reconcile, _D.c.attempts))
+
+
+def claim(session: Session | Connection, delivery_id: int, *, actor: str, now: datetime, lease_expires_at: datetime,
+          rendition: str | None = None, current: DeliveryState | None = None) -> Claimed:
     """queued/retry_wait → sending, if it is due and no earlier operation on its (article, channel)
     is still pending — one compare-and-set that also stores `rendition` when none is stored yet.
 
+    `current` is the state the caller saw (it saves a read; the compare-and-set checks it).
     Raises Blocked when an earlier operation is pending, Conflict when the delivery is not claimable
     (moved by someone else, not due, gone).
     """
-    row = session.execute(_CLAIM_ROW, {"b_id": delivery_id}).one_or_none()
-    if row is None:
-        raise Conflict(f"delivery {delivery_id} does not exist")
-    current = DeliveryState(row.state)
+    if current is None:
+        row = session.execute(_CURRENT, {"b_id": delivery_id}).one_or_none()
+        if row is None:
+            raise Conflict(f"delivery {delivery_id} does not exist")
+        current = DeliveryState(row.state)
     if current not in CLAIMABLE:
         raise Conflict(f"delivery {delivery_id} is {current}, not claimable")
+    got = session.execute(_CLAIM, {"b_id": delivery_id, "b_from": current.value, "b_now": now,
+                                   "b_lease": lease_expires_at, "b_rendition": rendition}).one_or_none()
+    if got is None:
+        raise _why_not_claimed(session, delivery_id, now)
+    session.execute(_EVENT, {"at": now, "actor": actor, "kind": "transition", "article_id": got.article_id,
+                             "delivery_id": delivery_id, "from_state": current.value, "to_state": S.SENDING.value,
+                             "attempt": got.attempts, "detail": None})
+    return Claimed(delivery_id, got.article_id, got.channel, got.channel_type, got.operation, got.revision_id,
+                   got.rendition, got.remote_id, got.reconcile, got.attempts)
+
+
+def _why_not_claimed(session: Session | Connection, delivery_id: int, now: datetime) -> Conflict:
+    row = session.execute(_CLAIM_ROW, {"b_id": delivery_id}).one_or_none()
+    if row is None:
+        return Conflict(f"delivery {delivery_id} does not exist")
+    if row.state not in {s.value for s in CLAIMABLE}:
+        return Conflict(f"delivery {delivery_id} is {row.state}, not claimable")
     if row.next_attempt_at is not None and row.next_attempt_at > now:
-        raise Conflict(f"delivery {delivery_id} is not due until {row.next_attempt_at.isoformat()}")
-    stored = row.rendition if row.rendition is not None else rendition
-    values = _values(current, S.SENDING, row.attempts + 1, now, {"lease_expires_at": lease_expires_at})
-    if stored is not None and row.rendition is None:
-        values["rendition"] = stored
-    if not _write(session, delivery_id, current, S.SENDING, values=values, due_by=now, ordered=True,
-                  article_id=row.article_id, attempt=row.attempts + 1, actor=actor, now=now, detail=None):
-        ahead = pending_ahead(session, row.article_id, row.channel, delivery_id)
-        if ahead:
-            raise Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {row.channel}")
-        raise Conflict(f"delivery {delivery_id} changed under us (was {current}) or is not due")
-    return Claimed(delivery_id, row.article_id, row.channel, row.channel_type, row.operation, row.revision_id,
-                   stored, row.remote_id, row.reconcile, row.attempts + 1)
+        return Conflict(f"delivery {delivery_id} is not due until {row.next_attempt_at.isoformat()}")
+    ahead = pending_ahead(session, row.article_id, row.channel, delivery_id)
+    if ahead:
+        return Blocked(f"delivery {delivery_id} waits for {ahead} earlier operation(s) on {row.channel}")
+    return Conflict(f"delivery {delivery_id} changed under us (was {row.state})")
 
 
-def record(session: Session, kind: str, *, actor: str, article_id: int | None = None,
+def record(session: Session | Connection, kind: str, *, actor: str, article_id: int | None = None,
            delivery_id: int | None = None, detail: str | dict[str, Any] | None = None,
            now: datetime | None = None) -> None:
     """Append a non-transition event (publish, correct, retract, enqueue …) to the log."""
-    session.add(Event(at=now or utcnow(), actor=actor, kind=kind, article_id=article_id,
-                      delivery_id=delivery_id, detail=_text(detail)))
+    session.execute(_EVENT, {"at": now or utcnow(), "actor": actor, "kind": kind, "article_id": article_id,
+                             "delivery_id": delivery_id, "from_state": None, "to_state": None, "attempt": None,
+                             "detail": _text(detail)})
 
 
 def _text(detail: str | dict[str, Any] | None) -> str | None:
@@ -276,3 +316,20 @@ def plan(session: Session, *, actor: str, now: datetime | None = None, detail: s
                       delivery_id=delivery.id, from_state=None, to_state=S.QUEUED.value, attempt=0,
                       detail=detail))
     return delivery
+
+
+_PLAN = insert(_D).returning(_D.c.id, sort_by_parameter_order=True)
+
+
+def plan_many(session: Session | Connection, deliveries: list[dict[str, Any]], *, actor: str, now: datetime,
+              detail: str | None = None) -> list[int]:
+    """Create several deliveries in `queued` and log each (as `plan`, in two statements); their ids."""
+    if not deliveries:
+        return []
+    rows = [{"state": S.QUEUED.value, "attempts": 0, "reconcile": False, "created_at": now, "updated_at": now,
+             **columns} for columns in deliveries]
+    ids = list(session.execute(_PLAN, rows).scalars())
+    session.execute(_EVENT, [{"at": now, "actor": actor, "kind": "transition", "article_id": row["article_id"],
+                              "delivery_id": delivery_id, "from_state": None, "to_state": S.QUEUED.value,
+                              "attempt": 0, "detail": detail} for row, delivery_id in zip(rows, ids)])
+    return ids

@@ -7,7 +7,9 @@ serialisation/lock failure, so callers see either a committed result or a clear 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,6 +80,7 @@ class Store:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
         self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @contextmanager
@@ -91,13 +94,28 @@ class Store:
         with self._writer() as session, session.begin():
             yield session
 
-    def run_write(self, fn: Callable[[Session], T]) -> T:
-        """Run `fn` in a write transaction, retrying on dropped connections and lock failures."""
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A read transaction on a plain Core connection (no ORM session: cheaper for hot paths)."""
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    def run_write(self, fn: Callable[[Session], T], *, core: bool = False) -> T:
+        """Run `fn` in a write transaction, retrying on dropped connections and lock failures.
+
+        With `core`, `fn` gets a Core `Connection` instead of an ORM session — for hot paths whose
+        statements are all Core (the delivery claim and settle), where the session costs more than
+        the statements.
+        """
         delay = 0.05
         for attempt in range(1, WRITE_RETRIES + 1):
             try:
-                with self.write() as session:
-                    return fn(session)
+                with self._write_lock:
+                    if core:
+                        with self.write_engine.begin() as conn:
+                            return fn(conn)
+                    with self.write() as session:
+                        return fn(session)
             except (OperationalError, DBAPIError) as exc:
                 if not _retryable(exc) or attempt == WRITE_RETRIES:
                     raise
