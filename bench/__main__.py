@@ -21,14 +21,14 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import commits, growth, queries, report, variant_runs
+from bench import before, commits, growth, queries, report
 from bench.matrix import FULL, QUICK, Matrix, Plan, cpu_count, probe_summary, summarize
 from bench.services import REPO, RedisServer
 from bench.systems import Emulators, start_systems, stop_systems
 from bench.workload import make_drafts
 
-SECTIONS = ("fanout", "variants", "commits", "growth", "queries")
-#: --quick leaves the before/after runs of the prototypes out (run them with --only variants).
+SECTIONS = ("fanout", "before", "commits", "growth", "queries")
+#: --quick leaves the before/after runs out (run them with --only before).
 QUICK_SECTIONS = ("fanout", "commits", "growth", "queries")
 
 
@@ -86,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "and a sequential loop; ends with one JSON line holding every figure.")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and articles (under 3 minutes)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
-                        help="database of the throughput runs (postgresql: $SYNDICATOR_BENCH_PG admin DSN)")
+                        help="database of the throughput runs and query timings (postgresql: $SYNDICATOR_BENCH_PG "
+                             "admin DSN)")
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all; "
                                        f"--quick: {', '.join(QUICK_SECTIONS)})")
     parser.add_argument("--reps", type=int, help="repetitions of the throughput matrix")
+    parser.add_argument("--before", default=before.BEFORE_REF,
+                        help=f"commit whose worker the before/after section runs (default {before.BEFORE_REF})")
     parser.add_argument("--rows", type=int, default=1_000_000, help="delivery rows for the query timings")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers instead (bench/profile_run.py)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
@@ -124,15 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                 results["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
 
         section("fanout", lambda: run_fanout(tmp, redis, emulators, drafts, plan, args.db))
-        section("variants", lambda: variant_runs.measure(tmp / "variants", redis, emulators, drafts,
-                                                         replace(plan, reps=min(plan.reps, 3)), progress))
+        section("before", lambda: before.measure(tmp / "before", redis, emulators, drafts,
+                                                 replace(plan, reps=min(plan.reps, 3)), progress, args.before))
         section("commits", lambda: {"shipped": commits.measure(tmp / "commits", redis.url(14), emulators, drafts,
-                                                               10 if args.quick else 50),
-                                    "lean": commits.measure(tmp / "commits-lean", redis.url(14), emulators, drafts,
-                                                            10 if args.quick else 50, patches="lean")})
+                                                               10 if args.quick else 50)})
         section("growth", lambda: growth.measure(tmp / "growth", redis.url(15), drafts, 15 if args.quick else 41,
                                                  progress))
-        section("queries", lambda: queries.measure(args.rows, 5 if args.quick else 15, progress))
+        section("queries", lambda: queries.measure(args.rows, 5 if args.quick else 15, progress, args.db))
     finally:
         emulators.stop()
         redis.stop()

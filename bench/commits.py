@@ -14,7 +14,6 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from bench import variants
 from bench.systems import Emulators
 from bench.workload import HTTP_CHANNELS, http_channels, write_config
 from syndicator import pipeline
@@ -33,18 +32,7 @@ def _listen(rt: Runtime, counts: Counter) -> None:
         event.listen(engine, "before_cursor_execute", lambda *a: counts.update(["statements"]))
 
 
-def measure(folder: Path, broker_url: str, emulators: Emulators, drafts: list[ArticleDraft], articles: int,
-            patches: str = "") -> dict:
-    """Counts per delivery; `patches` names prototypes from bench/variants.py to measure instead."""
-    undo = [variants.PATCHES[name]() for name in filter(None, patches.split(","))]
-    try:
-        return _measure(folder, broker_url, emulators, drafts, articles)
-    finally:
-        for restore in reversed(undo):
-            restore()
-
-
-def _measure(folder: Path, broker_url: str, emulators: Emulators, drafts: list[ArticleDraft], articles: int) -> dict:
+def measure(folder: Path, broker_url: str, emulators: Emulators, drafts: list[ArticleDraft], articles: int) -> dict:
     emulators.reset(0.0)
     path = write_config(folder / "config.yaml", database_url=f"sqlite:///{folder / 'syndicator.db'}",
                         broker_url=broker_url, channels=http_channels(emulators.urls))

@@ -5,7 +5,6 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.stats import median, rounded
-from bench.variant_runs import PROPOSED
 
 #: Latency (ms) at which the throughput targets are read.
 TARGET_LATENCY_MS = 50
@@ -97,22 +96,17 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             out["status_query_ms_1m_with_proposals"] = proposed["status_query_ms"]
             out["dashboard_query_ms_1m_with_proposals"] = proposed["dashboard_query_ms"]
             out["dashboard_query_slowest_1m_with_proposals"] = proposed["slowest_dashboard"]
-    variants = results.get("variants")
-    if variants:
-        cs = [k for k in variants if k.startswith("C=")]
-        for name in ("shipped", PROPOSED):
-            suffix = "" if name == "shipped" else "_with_prototypes"
-            out[f"prototype_runs_throughput_ratio_vs_bare{suffix}"] = min(variants[c][name]["ratio_vs_bare"] for c in cs)
-            out[f"prototype_runs_added_cpu_ms_per_delivery{suffix}"] = median(
-                variants[c][name]["added_cpu_ms_per_delivery"] for c in cs)
-            out[f"prototype_runs_p50_fanout_ms{suffix}"] = variants["low_load_p50_ms"][name]
-        out["prototypes"] = {c: {name: {k: rounded(v, 3) for k, v in fig.items()} for name, fig in variants[c].items()}
-                             for c in cs}
-        out["prototypes_low_load_p50_ms"] = variants["low_load_p50_ms"]
-    lean = (results.get("commits") or {}).get("lean")
-    if lean:
-        out["sql_statements_per_delivery_lean_prototype"] = lean["sql_statements_per_delivery"]
-        out["sql_commits_per_delivery_lean_prototype"] = lean["sql_commits_per_delivery"]
+    before = results.get("before")
+    if before:
+        cs = [k for k in before if k.startswith("C=")]
+        for name in ("before", "after"):
+            out[f"before_after_throughput_ratio_vs_bare_{name}"] = min(before[c][name]["ratio_vs_bare"] for c in cs)
+            out[f"before_after_added_cpu_ms_per_delivery_{name}"] = median(
+                before[c][name]["added_cpu_ms_per_delivery"] for c in cs)
+            out[f"before_after_p50_fanout_ms_{name}"] = before["low_load_p50_ms"][name]
+        out["before_after"] = {c: {name: {k: rounded(v, 3) for k, v in fig.items()} for name, fig in before[c].items()}
+                               for c in cs}
+        out["before_ref"] = before["ref"]
     out["targets"] = targets(out)
     return out
 
@@ -181,12 +175,6 @@ def render(results: dict[str, Any], figures: dict[str, Any], out: Callable[[str]
             f"{c['sql_transactions_per_delivery']:.2f} transactions, {c['sql_statements_per_delivery']:.1f} statements "
             f"(publishing: {c['publish']['commits']:.2f} commits; delivering: {c['deliver']['commits']:.2f} commits, "
             f"{c['deliver']['statements']:.1f} statements)")
-    lean = (results.get("commits") or {}).get("lean")
-    if lean:
-        out(f"  with the lean prototype: {lean['sql_commits_per_delivery']:.2f} commits, "
-            f"{lean['sql_transactions_per_delivery']:.2f} transactions, {lean['sql_statements_per_delivery']:.1f} "
-            f"statements; in-process CPU {sum(lean['in_process_cpu_ms_per_delivery'].values()):.1f} ms/delivery vs "
-            f"{sum(results['commits']['shipped']['in_process_cpu_ms_per_delivery'].values()):.1f} shipped")
     if results.get("growth"):
         out("\nGrowth: one more article published and delivered in process (median ms)")
         levels = results["growth"]["levels"]
@@ -196,23 +184,24 @@ def render(results: dict[str, Any], figures: dict[str, Any], out: Callable[[str]
                     _fmt(r["total_cpu_ms"] / levels[0]["total_cpu_ms"], 2)] for r in levels]))
     if results.get("queries"):
         q = results["queries"]
-        after = (q.get("with_proposed_indexes") or {}).get("ms", {})
-        out(f"\nQueries over {q['rows']:,} deliveries (median ms; 'proposed' = on a copy with the indexes and "
-            "search table proposed in RESULTS.md; proposed_* = the proposed query shapes)")
+        after = (q.get("with_proposed_indexes") or {}).get("ms", {})  # results of older runs
+        out(f"\nQueries over {q['rows']:,} deliveries on {q.get('dialect', 'sqlite')} (median ms"
+            + ("; 'proposed' = on a copy with the indexes and search table proposed in RESULTS.md)" if after else ")"))
         names = [*q["ms"], *(k for k in after if k not in q["ms"])]
-        out(table(["query", "kind", "now", "proposed"],
-                  [[k, q.get("kinds", {}).get(k, "dashboard"), q["ms"].get(k), after.get(k)] for k in names]))
-    if results.get("variants"):
-        v = results["variants"]
-        out(f"\nPrototypes of the proposed core changes (bench/variants.py), {v['latency_ms']} ms latency: "
-            "throughput vs bare Celery, added CPU, p95 under load; low-load p50 at C="
+        out(table(["query", "kind", "ms", *(["proposed"] if after else [])],
+                  [[k, q.get("kinds", {}).get(k, "dashboard"), q["ms"].get(k), *([after.get(k)] if after else [])]
+                   for k in names]))
+    if results.get("before"):
+        v = results["before"]
+        out(f"\nBefore/after: the worker of commit {v['ref']} ('before') and of this checkout ('after'), "
+            f"{v['latency_ms']} ms latency: throughput vs bare Celery, added CPU, p95 under load; low-load p50 at C="
             f"{v['low_load_concurrency']}")
         names = list(v["low_load_p50_ms"])
         rows = []
         for c in (k for k in v if k.startswith("C=")):
             rows += [[c, n, _fmt(v[c][n]["ratio_vs_bare"], 2), v[c][n]["added_cpu_ms_per_delivery"], v[c][n]["p95_ms"],
                       v["low_load_p50_ms"][n] if c.endswith(f"={v['low_load_concurrency']}") else None] for n in names]
-        out(table(["C", "variant", "× bare", "added CPU ms/d", "p95 ms", "low-load p50 ms"], rows))
+        out(table(["C", "worker", "× bare", "added CPU ms/d", "p95 ms", "low-load p50 ms"], rows))
     out("\nTargets")
     out(table(["figure", "value", "target", "met"],
               [[k, _fmt(t["value"], 3), t["target"], {True: "yes", False: "NO", None: "-"}[t["met"]]]

@@ -60,15 +60,16 @@ def memory_mb(pid: int) -> dict[str, float]:
 class Process:
     """A child process in its own session, its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.name, self.argv, self.log = name, argv, log
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
+                 cwd: Path = REPO) -> None:
+        self.name, self.argv, self.log, self.cwd = name, argv, log, cwd
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: str | None = None, timeout: float = 90) -> Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         if ready is not None:
             self.wait_ready(ready, timeout)
@@ -153,9 +154,10 @@ class RedisServer(Process):
         return str(self.client().info("server")["redis_version"])
 
 
-def python_process(name: str, module_args: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
-    """A Python child running in this interpreter (the project's virtualenv)."""
-    return Process(name, [sys.executable, *module_args], log, env)
+def python_process(name: str, module_args: list[str], log: Path, env: dict[str, str] | None = None,
+                   source: Path = REPO) -> Process:
+    """A Python child running in this interpreter (the project's virtualenv), on the code in `source`."""
+    return Process(name, [sys.executable, *module_args], log, {**(env or {}), "PYTHONPATH": str(source)}, source)
 
 
 def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import requests
 from celery import Celery
 
 from bench import bare
-from bench.services import Process, RedisServer, python_process, wait_for
+from bench.services import REPO, Process, RedisServer, python_process, wait_for
 from bench.workload import http_channels, write_config
 from syndicator.config import Config, load_config
 from syndicator.runtime import Runtime
@@ -87,11 +89,11 @@ def _pg_admin(sql: str) -> None:
 
 
 def start_system(home: Path, redis_db: int, redis: RedisServer, emulators: Emulators, concurrency: int,
-                 database: str, patches: str = "", worker: dict | None = None, with_bare: bool = True) -> System:
+                 database: str, source: Path = REPO, worker: dict | None = None, with_bare: bool = True) -> System:
     """Configure one system and start its processes (not yet waited for: see `wait_ready`).
 
-    `patches` names prototypes from bench/variants.py to run the syndicator worker with;
-    `worker` overrides settings of the config's `worker` section.
+    `source` is a checkout whose `syndicator worker` to run (bench/before.py: an earlier commit's;
+    its own code creates its schema); `worker` overrides settings of the config's `worker` section.
     """
     pg_name = None
     if database == "postgresql":
@@ -104,11 +106,17 @@ def start_system(home: Path, redis_db: int, redis: RedisServer, emulators: Emula
                         channels=http_channels(emulators.urls), concurrency=concurrency, worker=worker)
     config = load_config(path)
     rt = Runtime(config)
-    rt.store.migrate()
+    if source == REPO:
+        rt.store.migrate()
+    else:
+        subprocess.run([sys.executable, "-c", "import sys; from syndicator.store import Store; "
+                        "Store(sys.argv[1]).migrate()", db_url], cwd=source, env={**os.environ, "PYTHONPATH": str(source)},
+                       check=True, capture_output=True)
     env = {"SYNDICATOR_CONFIG": str(path)}
-    command = ["--config", str(path), "worker"]
-    argv = ["-m", "bench.variants", patches, "--", *command] if patches else ["-m", "syndicator.cli", *command]
-    syn = python_process(f"syndicator worker c={concurrency} {patches}", argv, home / "syndicator-worker.log", env)
+    label = "" if source == REPO else f" ({source.name})"
+    syn = python_process(f"syndicator worker c={concurrency}{label}", ["-m", "syndicator.cli", "--config", str(path),
+                                                                      "worker"],
+                         home / "syndicator-worker.log", env, source)
     bare_worker = python_process(f"bare worker c={concurrency}", ["-m", "bench.bare"], home / "bare-worker.log", env)
     system = System(concurrency, config, rt, syn, bare_worker if with_bare else None, bare.make_app(config), pg_name)
     for p in (syn, system.bare):

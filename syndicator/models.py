@@ -134,6 +134,8 @@ class Delivery(Base):
         Index("ix_deliveries_state_id", "state", "id"),
         Index("ix_deliveries_channel_id", "channel", "id"),
         Index("ix_deliveries_state_channel", "state", "channel"),
+        # The matrix filtered by a rare state walks this in its page order (article id, newest first).
+        Index("ix_deliveries_state_article", "state", "article_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

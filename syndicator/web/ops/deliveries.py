@@ -29,15 +29,28 @@ def _delivery_rows(session, q) -> list[dict[str, Any]]:
 
 def delivery_list(rt: Runtime, states: tuple[str, ...], *, channel: str | None = None, limit: int = LIST_PAGE,
                   before_id: int | None = None) -> list[dict[str, Any]]:
-    """Deliveries in `states`, newest first (keyset by id), with the article's slug and title."""
-    q = (select(Delivery, Article.slug, Revision.title).join(Article, Article.id == Delivery.article_id)
-         .join(Revision, Revision.id == Delivery.revision_id).where(Delivery.state.in_(states)))
-    if channel:
-        q = q.where(Delivery.channel == channel)
-    if before_id:
-        q = q.where(Delivery.id < before_id)
+    """Deliveries in `states`, newest first (keyset by id), with the article's slug and title.
+
+    One newest-first walk of the (state, id) index per state (with a channel filter, whichever of
+    the state and channel indexes the planner picks), LIMIT each, merged here; then only the page's
+    rows are read and joined. A single `state IN (…) ORDER BY id DESC` query sorted every row in
+    those states instead (60 ms for the attention list at 1,000,000 deliveries on SQLite)."""
     with rt.store.read() as session:
-        return _delivery_rows(session, q.order_by(Delivery.id.desc()).limit(limit))
+        ids: set[int] = set()  # a set: on PostgreSQL a row may move between the walks' snapshots
+        for state in dict.fromkeys(states):
+            walk = select(Delivery.id).where(Delivery.state == state)
+            if channel:
+                walk = walk.where(Delivery.channel == channel)
+            if before_id:
+                walk = walk.where(Delivery.id < before_id)
+            ids.update(session.scalars(walk.order_by(Delivery.id.desc()).limit(limit)))
+        page = sorted(ids, reverse=True)[:limit]
+        if not page:
+            return []
+        q = (select(Delivery, Article.slug, Revision.title).join(Article, Article.id == Delivery.article_id)
+             .join(Revision, Revision.id == Delivery.revision_id)
+             .where(Delivery.id.in_(page), Delivery.state.in_(states)))
+        return _delivery_rows(session, q.order_by(Delivery.id.desc()))
 
 
 def state_counts(rt: Runtime, states: tuple[str, ...]) -> dict[str, int]:
