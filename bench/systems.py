@@ -109,9 +109,9 @@ def start_system(home: Path, redis_db: int, redis: RedisServer, emulators: Emula
     if source == REPO:
         rt.store.migrate()
     else:
-        subprocess.run([sys.executable, "-c", "import sys; from syndicator.store import Store; "
-                        "Store(sys.argv[1]).migrate()", db_url], cwd=source, env={**os.environ, "PYTHONPATH": str(source)},
-                       check=True, capture_output=True)
+        migrate = "import sys; from syndicator.store import Store; Store(sys.argv[1]).migrate()"
+        subprocess.run([sys.executable, "-c", migrate, db_url], cwd=source, check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(source)})
     env = {"SYNDICATOR_CONFIG": str(path)}
     label = "" if source == REPO else f" ({source.name})"
     syn = python_process(f"syndicator worker c={concurrency}{label}", ["-m", "syndicator.cli", "--config", str(path),
