@@ -168,9 +168,17 @@ class Attempt:
     number: int
     #: The previous attempt ended without a known outcome: look at the remote before acting again.
     reconcile: bool
-    #: What the remote already holds for this article (for update and retract).
+    #: What the remote already holds for this article (for update and retract): the newest id.
     remote_id: str | None
     media: MediaSource
+    #: Every id the channel was given for this article (for update and retract), newest first,
+    #: distinct: a correction that adds a post ("notice", "new_post") leaves more than one up. Ids a
+    #: later operation already removed may be among them, so deleting one must treat "gone" as done.
+    held_ids: tuple[str, ...] = ()
+
+    def held(self) -> tuple[str, ...]:
+        """`remote_id`, then the rest of `held_ids`: every id to act on, newest first, no blanks."""
+        return tuple(dict.fromkeys(i for i in (self.remote_id, *self.held_ids) if i))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ No WeChat API edits a published article (contract §1.6), so `update` applies a 
 the instance's `correction` setting says: "republish" deletes the published article (index 1 only —
 index 0 would delete every article of the message) and publishes the corrected revision, with its
 更正说明 at the top, as a new article (new article_id and URL); "notice" keeps the original and
-publishes a short 「更正」 article linking to it. `retract` deletes the article (index 1 only).
+publishes a short 「更正」 article linking to it. `retract` deletes every article the channel holds
+for it (`attempt.held()`: after "notice" corrections the notices and the original), index 1 only;
+an article already gone (53600, e.g. replaced by a republish) counts as deleted.
 
 None of the create calls is idempotent. The `阅读原文` link (`content_source_url`) carries a marker
 `sid=<instance>-a<article>-r<revision>` that WeChat hands back in `draft/batchget` and
@@ -370,18 +372,26 @@ class WeChatChannel(Channel):
         return outcome
 
     def retract(self, rendition: Rendition, attempt: Attempt) -> Receipt:
+        """Delete every article held for this one (newest first): the original, and after "notice"
+        corrections each 「更正」 notice too. Already gone (53600) counts as deleted, so a retry after a
+        crash part-way through just finishes the job. The receipt lists what was deleted and what was gone."""
         api = self._api()
-        article_id = attempt.remote_id
-        if not article_id:
+        held = attempt.held()
+        if not held:
             hit = find_marked(api, "freepublish/batchget", rendition.payload["sid"])
             if not hit:
                 raise NotFound(f"no published WeChat article carries {rendition.payload['sid']}; nothing to retract")
-            article_id = str(hit[0]["article_id"])
-        try:
-            api.call("freepublish/delete", {"article_id": article_id, "index": RETRACT_INDEX})
-        except NotFound:  # 53600: already deleted
-            return Receipt(remote_id=article_id, detail={"already_gone": True})
-        return Receipt(remote_id=article_id, detail={"deleted_index": RETRACT_INDEX})
+            held = (str(hit[0]["article_id"]),)
+        deleted, gone = [], []
+        for article_id in held:
+            try:
+                api.call("freepublish/delete", {"article_id": article_id, "index": RETRACT_INDEX})
+            except NotFound:  # 53600: already deleted (by a republish, an earlier attempt or by hand)
+                gone.append(article_id)
+            else:
+                deleted.append(article_id)
+        return Receipt(remote_id=held[0], detail={"deleted": deleted, "already_gone": gone,
+                                                  "deleted_index": RETRACT_INDEX})
 
     # -- callback (called by the core's web route) --------------------------------------------------
     def verify_url(self, query: Mapping[str, str]) -> str:

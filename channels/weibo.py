@@ -10,9 +10,11 @@ Weibo has no edit API (contract §2.4), so `update` applies a correction as a ne
 fails because the old post cannot be deleted (destroy closed to the app, or its id unknown): the
 receipt then says `old_post_kept` and where a person deletes it by hand (`manual_delete_url`).
 
-`retract` uses `2/statuses/destroy`. Ordinary apps may not be allowed to call it. In that case a
-person must delete the post by hand: `ManualRemovalRequired`, a `ManualActionRequired` carrying the
-post's URL, which the core turns into a manual task.
+`retract` uses `2/statuses/destroy` on every post the channel holds for the article (the original
+and any 【更正】 posts a correction kept; one already gone counts as deleted). Ordinary apps may not
+be allowed to call it. In that case a person must delete the post by hand: `ManualRemovalRequired`,
+a `ManualActionRequired` carrying the post's URL (naming every such post), which the core turns
+into a manual task.
 
 Receipts carry the status object's `idstr` as remote_id and `https://weibo.com/<user.idstr>/<idstr>`
 as remote_url.
@@ -88,7 +90,7 @@ def post_url(idstr: str, uid: str | None = None) -> str:
 
 class WeiboChannel(Channel):
     """Posts each article as one Weibo status with a link to the article, a correction as a new
-    【更正】 status (deleting the old one), and deletes the post on retract."""
+    【更正】 status (deleting the old one), and deletes every post it made for the article on retract."""
 
     name = "weibo"
     display_name = "微博"
@@ -320,17 +322,31 @@ class WeiboChannel(Channel):
         raise self._error(answer, SHARE, share=True)
 
     def retract(self, rendition: Rendition, attempt: Attempt) -> Receipt:
-        """Delete the post. If it is already gone, that counts as success. If Weibo will not
-        delete it, `ManualRemovalRequired` is raised."""
-        remote_id = attempt.remote_id
-        if not _known(remote_id):
-            raise ManualRemovalRequired(
-                f"weibo {self.instance}: the post's id is unknown ({remote_id!r}; Weibo reported it as posted "
-                "without an id), so it cannot be deleted through the API; a person must find it on the "
-                "account's timeline and delete it by hand", url=None)
-        if self._destroy(remote_id):
-            return Receipt(remote_id=remote_id, detail={"already_gone": True})
-        return Receipt(remote_id=remote_id, detail={"deleted": True})
+        """Delete every post held for the article (`attempt.held()`, newest first): the post, and the
+        【更正】 posts and corrected posts that `delete_on_correction: false` (or a refused delete) kept.
+
+        A post already gone (20101) counts as deleted, so a retry finishes what a crash interrupted.
+        A post Weibo will not delete for this app, or whose id is unknown, does not stop the others:
+        once they are done, `ManualRemovalRequired` names each post a person must delete (and what
+        was deleted), with the first one's URL."""
+        deleted: list[str] = []
+        gone: list[str] = []
+        by_hand: list[ManualRemovalRequired] = []
+        held = attempt.held() or (attempt.remote_id,)
+        for remote_id in held:
+            if not _known(remote_id):
+                by_hand.append(ManualRemovalRequired(
+                    f"weibo {self.instance}: the post's id is unknown ({remote_id!r}; Weibo reported it as posted "
+                    "without an id), so it cannot be deleted through the API; a person must find it on the "
+                    "account's timeline and delete it by hand", url=None))
+                continue
+            try:
+                (gone if self._destroy(remote_id) else deleted).append(remote_id)
+            except ManualRemovalRequired as exc:
+                by_hand.append(exc)
+        if by_hand:
+            raise _by_hand(by_hand, deleted, gone)
+        return Receipt(remote_id=str(held[0]), detail={"deleted": deleted, "already_gone": gone})
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -416,6 +432,18 @@ class WeiboChannel(Channel):
     def _redact(self, text: str) -> str:
         token = self.settings.access_token.get_secret_value()
         return text.replace(token, "***") if token else text
+
+
+def _by_hand(posts: list[ManualRemovalRequired], deleted: list[str], gone: list[str]) -> ManualRemovalRequired:
+    """One `ManualRemovalRequired` for a retract: the single post's own error, or every post a person
+    must delete, plus what the API did delete, so the manual task says exactly what is left."""
+    if len(posts) == 1 and not deleted and not gone:
+        return posts[0]
+    done = "; ".join(f"{what}: {', '.join(ids)}" for what, ids in (("deleted", deleted), ("already gone", gone))
+                     if ids)
+    text = f"{len(posts)} post(s) must be deleted by hand: " + " | ".join(str(p) for p in posts)
+    first = next((p for p in posts if p.url), posts[0])
+    return ManualRemovalRequired(text + (f" ({done})" if done else ""), url=first.url, code=first.code)
 
 
 def _loopback(host: str) -> bool:

@@ -67,11 +67,37 @@ class WorkerSettings(_Frozen):
     #: are all taken waits for one while they are busy with healthy attempts, and goes back to the
     #: broker at once when they hang.
     hang_after: float = Field(5.0, gt=0, le=3600)
+    #: Embedded (SQLite) broker only: the sweeper deletes consumed messages fetched this many seconds
+    #: ago (kombu keeps them otherwise, and the file grows forever). Must cover a message's time in a
+    #: worker: `delivery.max_countdown` + `delivery.lease_seconds`.
+    broker_retention: float = Field(3600, ge=60)
 
 
 class ServeSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8470, ge=0, le=65535)
+    #: Bearer token that `/metrics` requires (`Authorization: Bearer …`); write it as
+    #: `${SYNDICATOR_METRICS_TOKEN:-}`. Unset or empty: `/metrics` is open, for an internal scrape.
+    metrics_token: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_token(cls, data: Any) -> Any:
+        # On the model, so an error never echoes the token.
+        if isinstance(data, dict) and "metrics_token" in data:
+            token = data["metrics_token"]
+            if token is not None and not isinstance(token, str | SecretStr):
+                raise ValueError("metrics_token must be a string")
+            if isinstance(token, str) and not token.strip():
+                data = {**data, "metrics_token": None}
+        return data
+
+    @model_validator(mode="after")
+    def _token(self) -> ServeSettings:
+        token = self.metrics_token.get_secret_value() if self.metrics_token is not None else None
+        if token is not None and (len(token) < 16 or not re.fullmatch(r"[\x21-\x7e]+", token)):
+            raise ValueError("metrics_token must be at least 16 printable ASCII characters without spaces")
+        return self
 
 
 class SiteSettings(_Frozen):
@@ -187,6 +213,15 @@ class Config(_Frozen):
         if self.delivery.max_countdown * 2 > self.worker.visibility_timeout:
             raise ValueError("delivery.max_countdown must be at most half of worker.visibility_timeout "
                              f"({self.delivery.max_countdown} vs {self.worker.visibility_timeout})")
+        return self
+
+    @model_validator(mode="after")
+    def _retention_covers_in_flight(self) -> Config:
+        # A consumed broker message is kept while a worker may still hold it (countdown, then attempt).
+        held = self.delivery.max_countdown + self.delivery.lease_seconds
+        if self.worker.broker_retention < held:
+            raise ValueError("worker.broker_retention must be at least delivery.max_countdown + "
+                             f"delivery.lease_seconds ({self.worker.broker_retention} vs {held})")
         return self
 
     def path(self, key: str) -> Path:

@@ -1,8 +1,11 @@
 """One delivery attempt, and the sweeper that makes sure nothing is ever left behind.
 
-An attempt claims the delivery (queued/retry_wait → sending, compare-and-set with a lease),
-renders and stores the rendition once, calls the adapter, and settles the outcome through
-`states.transition`. The sweeper (run by beat) turns expired leases — a worker that died
+A delivery message costs three transactions on the way every article takes (a publish): one read
+(where the delivery stands, its channel's status and what to render), then — after rendering —
+one write that claims it (queued/retry_wait → sending, a compare-and-set with a lease that also
+stores the rendition, kept for every retry), the adapter's call, and one write that settles the
+outcome and finds the next operation waiting on the same (article, channel). State moves only
+through `states`. The sweeper (run by beat) turns expired leases — a worker that died
 mid-attempt — into a reconciling retry or an operator stop, and re-sends broker messages for
 every due delivery whose last message is stale (lost by a crash or a broker restart).
 """
@@ -61,8 +64,8 @@ class Look:
 
 
 _D = Delivery.__table__
-_LOOK = (select(_D.c.article_id, _D.c.channel, _D.c.state, _D.c.operation, _D.c.revision_id, _D.c.rendition, _D.c.next_attempt_at,
-                ChannelStatus.suspended, ChannelStatus.open_until, ChannelStatus.failures)
+_LOOK = (select(_D.c.article_id, _D.c.channel, _D.c.state, _D.c.operation, _D.c.revision_id, _D.c.rendition,
+                _D.c.next_attempt_at, ChannelStatus.suspended, ChannelStatus.open_until, ChannelStatus.failures)
          .outerjoin(ChannelStatus, ChannelStatus.channel == _D.c.channel).where(_D.c.id == bindparam("b_id")))
 _SUCCESSOR = select(_D.c.id).where(
     _D.c.article_id == bindparam("b_article"), _D.c.channel == bindparam("b_channel"), _D.c.id > bindparam("b_id"),
@@ -100,8 +103,8 @@ def _look(rt: Runtime, delivery_id: int, now: datetime) -> Look | None:
         due = row.next_attempt_at is None or row.next_attempt_at <= now
         render = row.rendition is None and row.operation == "publish" and row.state in _CLAIMABLE and due
         snapshot = build_snapshot(conn, row.revision_id, row.operation) if render else None
-    return Look(row.article_id, row.channel, row.state, row.operation, due, bool(row.suspended), row.open_until, row.failures or 0,
-                row.rendition, snapshot)
+    return Look(row.article_id, row.channel, row.state, row.operation, due, bool(row.suspended), row.open_until,
+                row.failures or 0, row.rendition, snapshot)
 
 
 def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", look: Look | None = None) -> str:
@@ -159,9 +162,13 @@ def attempt(rt: Runtime, delivery_id: int, *, actor: str = "worker", look: Look 
     rendition = Rendition.from_json(claim.rendition)
 
     # Update and retract act on what the channel holds now; a publish knows only its own id.
-    held = claim.remote_id if claim.operation == "publish" else _remote_id(rt, claim)
+    if claim.operation == "publish":
+        held, held_ids = claim.remote_id, ()
+    else:
+        held_ids = _held_ids(rt, claim)
+        held = held_ids[0] if held_ids else None
     job = Attempt(delivery_id=delivery_id, number=claim.attempts, reconcile=claim.reconcile,
-                  remote_id=held, media=StoreMedia(rt.store))
+                  remote_id=held, media=StoreMedia(rt.store), held_ids=held_ids)
     operation = {"publish": channel.deliver, "update": channel.update, "retract": channel.retract}[claim.operation]
     faults.checkpoint("before_deliver")
     try:
@@ -211,12 +218,19 @@ def _held_remote_id(session, article_id: int, channel: str) -> str | None:
             Delivery.operation != "retract").order_by(Delivery.id.desc()).limit(1))
 
 
-def _remote_id(rt: Runtime, claim: Claim) -> str | None:
-    """For update/retract: the id the channel gave this article when it was last delivered."""
-    if claim.operation == "publish":
-        return None
+def _held_ids(rt: Runtime, claim: Claim) -> tuple[str, ...]:
+    """For update/retract: every id the channel gave this article (delivered publishes and updates),
+    newest first, distinct; the first is `_held_remote_id`'s.
+
+    Ids a later correction replaced stay in: only the channel's receipts tell which it deleted, and
+    every adapter treats deleting an id that is already gone as done.
+    """
     with rt.store.read() as session:
-        return _held_remote_id(session, claim.article_id, claim.channel)
+        ids = session.scalars(select(Delivery.remote_id).where(
+            Delivery.article_id == claim.article_id, Delivery.channel == claim.channel,
+            Delivery.state == S.DELIVERED.value, Delivery.remote_id.is_not(None),
+            Delivery.operation != "retract").order_by(Delivery.id.desc())).all()
+    return tuple(dict.fromkeys(ids))
 
 
 def _failed_attempt(rt: Runtime, claim: Claim, exc: DeliveryError, reconcilable: bool) -> str:
@@ -344,6 +358,8 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
         rt.enqueuer.forget(rt.enqueuer.enqueue(due))
         log.info("sweeper re-sent deliveries", extra={"count": len(due)})
     alerts.check(rt, now=now)
+    from syndicator.embedded_broker import prune_consumed  # embedded broker only; never raises
+    prune_consumed(rt.config)
     return {"recovered": recovered, "enqueued": len(due), "expired": len(expired)}
 
 

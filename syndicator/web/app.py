@@ -5,6 +5,7 @@ answers HTTP 410 for micro-site pages that were withdrawn (a `.gone` marker besi
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from syndicator.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 #: Content-Security-Policy of the desk, dashboard and API pages: nothing from elsewhere, no inline script.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
@@ -50,7 +53,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     from syndicator.web import api, desk, ops, pages
     from syndicator.web.auth import secret_key
-    from syndicator.web.metrics import StoreCollector
+    from syndicator.web.metrics import CHALLENGE, StoreCollector, scrape_allowed
 
     app = FastAPI(title="syndicator", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.runtime = rt
@@ -76,9 +79,16 @@ def create_app(rt: Runtime) -> FastAPI:
         return response
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StoreCollector(rt))
+    metrics_token = rt.config.serve.metrics_token
+    if metrics_token is None:
+        log.warning("/metrics is open to anyone who can reach the server: serve.metrics_token is not set "
+                    "(set SYNDICATOR_METRICS_TOKEN to require a bearer token)")
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if not scrape_allowed(metrics_token, request.headers.get("authorization")):
+            return PlainTextResponse("a bearer token is required\n", status_code=401,
+                                     headers={"WWW-Authenticate": CHALLENGE})
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,11 +1,14 @@
 """Prometheus `/metrics`: read from the store at scrape time (the store is the truth; workers
-in other processes need no shared registry)."""
+in other processes need no shared registry). Optionally behind a bearer token
+(`serve.metrics_token`); without one it is open, for a scrape on an internal network."""
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from syndicator.models import ChannelStatus, Delivery
@@ -15,6 +18,24 @@ from syndicator.runtime import Runtime
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 #: Deliveries newer than this feed the latency histogram (bounded scrape cost).
 LATENCY_WINDOW = timedelta(hours=24)
+
+
+#: The challenge sent with a 401 (RFC 6750).
+CHALLENGE = 'Bearer realm="metrics"'
+
+
+def scrape_allowed(token: SecretStr | None, authorization: str | None) -> bool:
+    """Whether a scrape with this `Authorization` header may read `/metrics` (always, with no token).
+
+    Constant-time comparison: its duration does not tell how much of a guessed token was right.
+    """
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"),
+                               token.get_secret_value().encode("utf-8"))
 
 
 class StoreCollector(Collector):

@@ -137,8 +137,9 @@ def article(make_snapshot, media):
     return make
 
 
-def attempt(media, reconcile=False, remote_id=None) -> Attempt:
-    return Attempt(delivery_id=1, number=1, reconcile=reconcile, remote_id=remote_id, media=media)
+def attempt(media, reconcile=False, remote_id=None, held_ids=()) -> Attempt:
+    return Attempt(delivery_id=1, number=1, reconcile=reconcile, remote_id=remote_id, media=media,
+                   held_ids=tuple(held_ids))
 
 
 def render(channel: WeChatChannel, snapshot) -> Rendition:
@@ -279,7 +280,9 @@ def test_retract_deletes_index_1_only_then_succeeds_again_and_the_job_reads_as_r
     # Then only index 1 was ever asked for, the second answer (53600) counts as done …
     assert posted(emu, "freepublish/delete") == [{"article_id": final.remote_id, "index": 1}] * 2
     assert [e["body"]["index"] for e in emu.ledger.effects(op="freepublish/delete")] == [1]
-    assert first.remote_id == second.remote_id == final.remote_id and second.detail == {"already_gone": True}
+    assert first.remote_id == second.remote_id == final.remote_id
+    assert first.detail == {"deleted": [final.remote_id], "already_gone": [], "deleted_index": 1}
+    assert second.detail == {"deleted": [], "already_gone": [final.remote_id], "deleted_index": 1}
     # … and polling the old job says it was removed remotely.
     with pytest.raises(NotFound, match="removed remotely.*deleted"):
         channel.poll(r, attempt(media, remote_id=job.remote_id))
@@ -433,6 +436,63 @@ def test_notice_mode_without_a_live_original_is_not_found(make_channel, article,
     with pytest.raises(NotFound, match="nothing to link to"):
         channel.update(render(channel, corrected(article)), attempt(media, remote_id=old.remote_id))
     assert emu.ledger.count(op="draft/add") == 1 and emu.ledger.count(op="freepublish/submit") == 1
+
+
+def live_articles(emu: WeChatEmulator) -> list[str]:
+    """article_ids of the published messages still up (status 0) on the emulator."""
+    return [a for a, job in emu.publisher.by_article.items() if job.status == 0]
+
+
+def test_retract_after_notice_corrections_deletes_the_notices_and_the_original(make_channel, article, media, emu):
+    # Given an article corrected twice in "notice" mode: the original and two 「更正」 notices are up
+    channel = make_channel(correction="notice")
+    old = published_original(channel, emu, media, article())
+    notices = []
+    for revision in (2, 3):
+        r = render(channel, corrected(article, revision=revision))
+        newest = notices[-1].remote_id if notices else old.remote_id
+        notices.append(settle(channel, emu, r, media, channel.update(r, attempt(media, remote_id=newest))))
+    held = (notices[1].remote_id, notices[0].remote_id, old.remote_id)  # newest first, as the core passes them
+    assert sorted(live_articles(emu)) == sorted(held)
+    # When the article is retracted with every id the channel holds
+    r = render(channel, article(retraction_reason="撤稿"))
+    receipt = channel.retract(r, attempt(media, remote_id=held[0], held_ids=held))
+    # Then each of them was deleted, index 1 only, and nothing of the article is left up
+    assert posted(emu, "freepublish/delete") == [{"article_id": a, "index": 1} for a in held]
+    assert [e["id"] for e in emu.ledger.effects(op="freepublish/delete")] == list(held)
+    assert live_articles(emu) == [] and all(remote_article(channel, a)["is_deleted"] for a in held)
+    assert receipt.remote_id == held[0] and receipt.detail == {"deleted": list(held), "already_gone": [],
+                                                               "deleted_index": 1}
+    # And a retry (after a crash, say) finds them gone and succeeds without deleting anything again
+    again = channel.retract(r, attempt(media, remote_id=held[0], held_ids=held))
+    assert again.detail == {"deleted": [], "already_gone": list(held), "deleted_index": 1}
+    assert emu.ledger.count(op="freepublish/delete") == 3
+
+
+def test_a_retract_interrupted_after_the_notice_finishes_with_the_original(make_channel, article, media, emu):
+    # Given an original and its notice, and a retract that deleted the notice before the worker died
+    channel = make_channel(correction="notice")
+    old = published_original(channel, emu, media, article())
+    r = render(channel, corrected(article))
+    notice = settle(channel, emu, r, media, channel.update(r, attempt(media, remote_id=old.remote_id)))
+    channel._api().call("freepublish/delete", {"article_id": notice.remote_id, "index": 1})
+    # When the retract is retried
+    receipt = channel.retract(r, attempt(media, reconcile=True, remote_id=notice.remote_id,
+                                         held_ids=(notice.remote_id, old.remote_id)))
+    # Then the notice counts as gone and the original is deleted
+    assert receipt.detail["already_gone"] == [notice.remote_id] and receipt.detail["deleted"] == [old.remote_id]
+    assert live_articles(emu) == []
+
+
+def test_retract_after_a_republish_deletes_the_new_article_and_finds_the_old_one_gone(make_channel, article,
+                                                                                     media, emu):
+    channel = make_channel()
+    old = published_original(channel, emu, media, article())
+    r = render(channel, corrected(article))
+    new = settle(channel, emu, r, media, channel.update(r, attempt(media, remote_id=old.remote_id)))
+    receipt = channel.retract(r, attempt(media, remote_id=new.remote_id, held_ids=(new.remote_id, old.remote_id)))
+    assert receipt.detail == {"deleted": [new.remote_id], "already_gone": [old.remote_id], "deleted_index": 1}
+    assert live_articles(emu) == [] and emu.ledger.count(op="freepublish/delete") == 2
 
 
 def test_correction_strategy_follows_the_setting(make_channel, article):

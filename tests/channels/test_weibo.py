@@ -106,8 +106,10 @@ class Trial:
     def rendition(self, channel: WeiboChannel, **article) -> Rendition:
         return channel.render(snapshot(**article), RenderContext(now=self.ports.clock(), ports=self.ports))
 
-    def attempt(self, reconcile: bool = False, remote_id: str | None = None, number: int = 1) -> Attempt:
-        return Attempt(delivery_id=7, number=number, reconcile=reconcile, remote_id=remote_id, media=self.media)
+    def attempt(self, reconcile: bool = False, remote_id: str | None = None, number: int = 1,
+                held_ids: tuple[str, ...] = ()) -> Attempt:
+        return Attempt(delivery_id=7, number=number, reconcile=reconcile, remote_id=remote_id, media=self.media,
+                       held_ids=held_ids)
 
 
 @pytest.fixture
@@ -434,9 +436,9 @@ def test_retract_destroys_the_post_and_a_second_retract_is_success(trial, remote
     r = trial.rendition(channel)
     posted = channel.deliver(r, trial.attempt())
     first = channel.retract(r, trial.attempt(remote_id=posted.remote_id))
-    assert first.remote_id == posted.remote_id and first.detail == {"deleted": True}
+    assert first.remote_id == posted.remote_id and first.detail == {"deleted": [posted.remote_id], "already_gone": []}
     second = channel.retract(r, trial.attempt(remote_id=posted.remote_id))
-    assert second.detail == {"already_gone": True}  # Weibo answered 20101
+    assert second.detail == {"deleted": [], "already_gone": [posted.remote_id]}  # Weibo answered 20101
     assert [e["id"] for e in remote.ledger.effects(op="statuses/destroy")] == [posted.remote_id]
     assert len(remote.ledger.requests(path="/2/statuses/destroy.json")) == 2
 
@@ -460,6 +462,59 @@ def test_retract_of_a_post_whose_id_is_unknown_asks_for_manual_removal_without_c
         channel.retract(trial.rendition(channel), trial.attempt(remote_id=UNKNOWN_ID))
     assert isinstance(caught.value, ManualRemovalRequired) and caught.value.url is None
     assert remote.ledger.requests() == []
+
+
+def test_retract_after_a_kept_correction_destroys_the_correction_and_the_original(trial, remote):
+    # Given delete_on_correction off: the original and its 【更正】 post are both up
+    channel = trial.channel(delete_on_correction=False)
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    fix = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    held = (fix.remote_id, posted.remote_id)  # newest first, as the core passes them
+    assert len(remote.live()) == 2
+    # When the article is retracted with every id the channel holds
+    receipt = channel.retract(trial.rendition(channel), trial.attempt(remote_id=fix.remote_id, held_ids=held))
+    # Then both posts were destroyed, newest first, and nothing of the article is left up
+    assert remote.destroyed() == list(held) and remote.live() == []
+    assert receipt.remote_id == fix.remote_id and receipt.detail == {"deleted": list(held), "already_gone": []}
+    # And a retry finds both gone (20101) and succeeds
+    again = channel.retract(trial.rendition(channel), trial.attempt(remote_id=fix.remote_id, held_ids=held))
+    assert again.detail == {"deleted": [], "already_gone": list(held)} and remote.destroyed() == list(held)
+
+
+def test_retract_destroys_what_it_can_and_names_the_post_weibo_refuses(trial, remote):
+    # Given the original post belongs to another account (Weibo answers 20102 to destroy) and the
+    # 【更正】 post to ours; plus a post Weibo reported without an id
+    other = "wb-other-account-token"
+    remote.emu.add_token(other, uid=UID + 1)
+    original = trial.channel(access_token=other).deliver(trial.rendition(trial.channel()), trial.attempt())
+    channel = trial.channel(delete_on_correction=False)
+    fix = channel.update(corrected(trial, channel), trial.attempt(remote_id=original.remote_id))
+    held = (UNKNOWN_ID, fix.remote_id, original.remote_id)
+    # When the article is retracted
+    with pytest.raises(ManualRemovalRequired) as caught:
+        channel.retract(trial.rendition(channel), trial.attempt(remote_id=UNKNOWN_ID, held_ids=held))
+    # Then the post it may delete is gone, and the manual task names the other two and what was done
+    assert remote.destroyed() == [fix.remote_id]
+    assert len(remote.ledger.requests(path=DESTROY_PATH)) == 2  # no call for the unknown id
+    message = str(caught.value)
+    assert "2 post(s) must be deleted by hand" in message and "unknown ('unknown'" in message
+    assert f"by hand at https://m.weibo.cn/status/{original.remote_id}" in message and "[20102]" in message
+    assert f"deleted: {fix.remote_id}" in message
+    assert caught.value.url == f"https://m.weibo.cn/status/{original.remote_id}" and caught.value.code == 20102
+
+
+def test_retract_when_destroy_is_closed_names_every_post_to_delete_by_hand(trial, remote):
+    remote.emu.settings.destroy_available = False
+    channel = trial.channel(delete_on_correction=False)
+    posted = channel.deliver(trial.rendition(channel), trial.attempt())
+    fix = channel.update(corrected(trial, channel), trial.attempt(remote_id=posted.remote_id))
+    with pytest.raises(ManualRemovalRequired) as caught:
+        channel.retract(trial.rendition(channel),
+                        trial.attempt(remote_id=fix.remote_id, held_ids=(fix.remote_id, posted.remote_id)))
+    message = str(caught.value)
+    assert all(f"https://m.weibo.cn/status/{i}" in message for i in (fix.remote_id, posted.remote_id))
+    assert caught.value.url == f"https://m.weibo.cn/status/{fix.remote_id}" and remote.destroyed() == []
+    assert len(remote.ledger.requests(path=DESTROY_PATH)) == 2
 
 
 # -- corrections (update) ------------------------------------------------------------------------

@@ -146,3 +146,56 @@ def test_an_expired_public_notice_is_withdrawn_on_time(system, emulators, tmp_pa
     assert event.actor == "scheduler" and "公示期满" in event.detail and event.at >= ends
     assert {d.channel for d in rows(system, operation="retract", state="delivered")} == {
         "microsite", "portal", "wechat_main", "weibo_main", "rss_main"}
+
+
+def correct_then_retract(system, tmp_path, slug):
+    """Publish `slug`, correct it with a note, then retract it, each step settled before the next."""
+    system.publish(write_article(tmp_path / "v1", slug, title="救助资金下达", body="下达资金 1.2 亿元。"))
+    system.wait_settled(1)
+    out = cli(system, "correct", slug, str(write_article(tmp_path / "v2", slug, title="救助资金下达",
+                                                         body="下达资金 1.5 亿元。")),
+              "--note", "资金数额由1.2亿元更正为1.5亿元")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: settled(system, revision=2), 60, "the correction to settle")
+    out = cli(system, "retract", slug, "--reason", "资金文件撤回")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: settled(system, operation="retract"), 60, "the retraction to settle")
+    return rows(system)
+
+
+def test_a_retraction_after_a_notice_correction_deletes_the_notice_and_the_original(
+        make_system, emulators, tmp_path):  # noqa: F811
+    # Given WeChat corrects with a 「更正」 notice and keeps the original
+    emulators.wechat.settings.publish_delay = 0.2
+    channels = {"wechat_main": {**remote_channels(emulators.urls)["wechat_main"], "correction": "notice"}}
+    system = make_system(channels=channels, site={"base_url": "http://127.0.0.1:8470/"})
+    system.worker()
+    system.beat()
+    # When the article is published, corrected, then retracted
+    publish_, update, retract = correct_then_retract(system, tmp_path, "notice-then-retract")
+    # Then the correction published a notice next to the original …
+    assert [d.state for d in (publish_, update, retract)] == ["delivered"] * 3
+    finished = [e["body"]["article_id"] for e in effects(emulators, "freepublish/finish")]
+    assert finished == [publish_.remote_id, update.remote_id] and update.remote_id != publish_.remote_id
+    # … and the retraction deleted both (index 1 each), so WeChat holds nothing of the article
+    deletes = effects(emulators, "freepublish/delete")
+    assert sorted(e["id"] for e in deletes) == sorted(finished) and {e["body"]["index"] for e in deletes} == {1}
+    assert [a for a, job in emulators.wechat.publisher.by_article.items() if job.status == 0] == []
+
+
+def test_a_retraction_after_a_kept_weibo_correction_deletes_both_posts(
+        make_system, emulators, tmp_path):  # noqa: F811
+    # Given Weibo posts corrections without deleting the post they correct
+    channels = {"weibo_main": {**remote_channels(emulators.urls)["weibo_main"], "delete_on_correction": False}}
+    system = make_system(channels=channels, site={"base_url": "http://127.0.0.1:8470/"})
+    system.worker()
+    system.beat()
+    # When the article is published, corrected, then retracted
+    publish_, update, retract = correct_then_retract(system, tmp_path, "weibo-then-retract")
+    # Then the correction was a second post and the first stayed up until the retraction …
+    assert [d.state for d in (publish_, update, retract)] == ["delivered"] * 3
+    shares = [e["id"] for e in effects(emulators, "statuses/share")]
+    assert shares == [publish_.remote_id, update.remote_id]
+    # … which destroyed both, newest first: Weibo holds no post of the article
+    assert [e["id"] for e in effects(emulators, "statuses/destroy")] == [update.remote_id, publish_.remote_id]
+    assert [st.id for st in emulators.weibo.statuses.values() if not st.deleted] == []

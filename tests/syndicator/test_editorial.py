@@ -35,6 +35,10 @@ class RecordingChannel(Channel):
     remote: dict[str, dict] = {}
     calls: list[tuple[str, str, int]] = []
     fail_next: list[Exception] = []
+    #: (instance, operation, attempt.remote_id, attempt.held_ids) of every call.
+    attempts: list[tuple[str, str, str | None, tuple[str, ...]]] = []
+    #: Instances that, like Weibo's new_post, give every publish and update a new id.
+    new_ids_for: set[str] = set()
 
     def render(self, article, ctx) -> Rendition:
         return Rendition(payload={"slug": article.slug, "title": article.title, "revision": article.revision,
@@ -45,10 +49,13 @@ class RecordingChannel(Channel):
             raise self.fail_next.pop(0)
         key = f"{self.instance}:{rendition.payload['slug']}"
         self.calls.append((self.instance, op, rendition.payload["revision"]))
+        self.attempts.append((self.instance, op, attempt.remote_id, attempt.held_ids))
         if op == "retract":
             self.remote.pop(key, None)
         else:
             self.remote[key] = rendition.payload
+        if self.instance in self.new_ids_for and op != "retract":
+            return Receipt(remote_id=f"{key}-r{rendition.payload['revision']}")
         return Receipt(remote_id=key, remote_url=f"mem://{key}")
 
     def deliver(self, rendition, attempt):
@@ -66,6 +73,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.CHANNEL_TYPES, "recording", f"{__name__}:RecordingChannel")
     registry.load_type.cache_clear()
     RecordingChannel.remote, RecordingChannel.calls, RecordingChannel.fail_next = {}, [], []
+    RecordingChannel.attempts, RecordingChannel.new_ids_for = [], set()
     config = load_config(write_config(
         tmp_path / "config.yaml", database_url=f"sqlite:///{tmp_path / 's.db'}",
         broker_url="redis://127.0.0.1:1/0", public=tmp_path / "public",
@@ -231,6 +239,27 @@ def test_retraction_removes_everywhere_cancels_pending_and_is_recorded_once(env)
     with rt.store.read() as s:
         events = s.scalars(select(Event.detail).where(Event.kind == "retract")).all()
     assert len(events) == 1 and "内容需核实" in events[0]
+
+
+def test_update_and_retract_get_every_id_the_channel_holds_newest_first(env):
+    # Given channel one gives each publish and correction a new id (like a correction post), two keeps one id
+    rt, clock, tmp = env
+    RecordingChannel.new_ids_for = {"one"}
+    publish(rt, tmp, body="原文。")
+    run_all(rt)
+    for n, body in enumerate(("第一次更正。", "第二次更正。"), start=1):
+        editorial.correct(rt, "notice", draft(tmp, body=body), note=f"更正{n}", at=None, actor="editor:wang")
+        run_all(rt)
+    # When the article is retracted
+    editorial.retract(rt, "notice", reason="撤稿", actor="editor:wang")
+    run_all(rt)
+    # Then each update and the retract got every id delivered so far, newest first, without repeats;
+    # remote_id stays the newest, and a publish gets none
+    seen = {i: [a[1:] for a in RecordingChannel.attempts if a[0] == i] for i in ("one", "two")}
+    r1, r2, r3 = (f"one:notice-r{n}" for n in (1, 2, 3))
+    assert seen["one"] == [("publish", None, ()), ("update", r1, (r1,)), ("update", r2, (r2, r1)),
+                           ("retract", r3, (r3, r2, r1))]
+    assert seen["two"][-1] == ("retract", "two:notice", ("two:notice",))
 
 
 def test_a_channel_that_cannot_delete_leaves_a_manual_action(env):
