@@ -29,6 +29,7 @@ from channels.errors import (
 )
 from channels.registry import ChannelUnavailable, load_type
 from syndicator import alerts, editorial, faults, states
+from syndicator.embedded_broker import prune_consumed
 from syndicator.models import Delivery, Event
 from syndicator.runtime import Runtime
 from syndicator.channel_status import held_back, record_failure, record_success, set_suspended
@@ -358,8 +359,7 @@ def sweep(rt: Runtime, *, actor: str = "sweeper") -> dict[str, int]:
         rt.enqueuer.forget(rt.enqueuer.enqueue(due))
         log.info("sweeper re-sent deliveries", extra={"count": len(due)})
     alerts.check(rt, now=now)
-    from syndicator.embedded_broker import prune_consumed  # embedded broker only; never raises
-    prune_consumed(rt.config)
+    prune_consumed(rt.config)  # the embedded broker's consumed messages; never raises
     return {"recovered": recovered, "enqueued": len(due), "expired": len(expired)}
 
 
