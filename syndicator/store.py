@@ -80,7 +80,10 @@ class Store:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
         self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        # SQLite has one writer at a time: this process's threads queue here and are woken at once,
+        # instead of sleeping 1–100 ms in SQLite's busy handler. Re-entrant, so a write started
+        # inside another fails on SQLite's busy timeout with an error rather than hanging.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @contextmanager
